@@ -1,0 +1,210 @@
+/*
+ * negstream.h - the public API of libnegstream.
+ *
+ * libnegstream gives a C program what .NET's
+ * System.Net.Security.NegotiateStream gives a .NET program: a stream over
+ * a connected socket that authenticates both ends with GSSAPI (Kerberos,
+ * NTLM, SPNEGO "Negotiate") and then signs and/or encrypts every byte, in
+ * the [MS-NNS] wire format, with .NET's BeginWrite/EndWrite asynchronous
+ * model run on a pthread worker pool.
+ *
+ * Every function is documented in man/man3; negstream(7) is the overview.
+ *
+ * Ownership, once for all:
+ *  - borrowed: a buffer handed to negstream_begin_write/_read stays the
+ *    caller's and must stay alive and unchanged until the operation has
+ *    completed (the library does not copy it);
+ *  - owned by the object: negstream_remote_identity() lives as long as the
+ *    stream, negstream_async_fd() as long as the async result;
+ *  - released by a call: every negstream_async * is ended exactly once by
+ *    the matching negstream_end_*(), which frees it.
+ *
+ * Errors: every function that can fail takes 'negstream_error *err' last
+ * (it may be NULL), returns NULL / -1 / false on failure with 'err'
+ * filled, and leaves err->code == NEGSTREAM_OK on success.
+ *
+ * Copyright (c) 2026 the libnegstream authors.  MIT licence (COPYING).
+ */
+#ifndef NEGSTREAM_H
+#define NEGSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+# define NEGSTREAM_API __attribute__((visibility("default")))
+#else
+# define NEGSTREAM_API
+#endif
+
+#define NEGSTREAM_VERSION_MAJOR 0
+#define NEGSTREAM_VERSION_MINOR 1
+#define NEGSTREAM_VERSION_PATCH 0
+
+/* Largest plaintext chunk carried by one data frame (63 * 1024). */
+#define NEGSTREAM_MAX_FRAME_PLAINTEXT 64512
+
+typedef struct negstream       negstream;        /* a NegotiateStream      */
+typedef struct negstream_async negstream_async;  /* IAsyncResult of one op */
+typedef struct negstream_pool  negstream_pool;   /* worker pool            */
+
+/* AsyncCallback: runs on a worker thread of the stream's pool, once. */
+typedef void (*negstream_callback)(negstream_async *ar);
+
+typedef enum {
+    NEGSTREAM_PROTECTION_NONE = 0,            /* ProtectionLevel.None        */
+    NEGSTREAM_PROTECTION_SIGN = 1,            /* ProtectionLevel.Sign        */
+    NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN = 2 /* EncryptAndSign, the default */
+} negstream_protection;
+
+typedef enum {
+    NEGSTREAM_IMPERSONATION_NONE = 0,
+    NEGSTREAM_IMPERSONATION_ANONYMOUS = 1,
+    NEGSTREAM_IMPERSONATION_IDENTIFICATION = 2,   /* the default, as in .NET */
+    NEGSTREAM_IMPERSONATION_IMPERSONATION = 3,
+    NEGSTREAM_IMPERSONATION_DELEGATION = 4
+} negstream_impersonation;
+
+typedef enum {                    /* the .NET exception each stands for     */
+    NEGSTREAM_OK = 0,
+    NEGSTREAM_E_ARGUMENT_NULL,     /* ArgumentNullException                  */
+    NEGSTREAM_E_ARGUMENT_RANGE,    /* ArgumentOutOfRangeException            */
+    NEGSTREAM_E_ARGUMENT,          /* ArgumentException                      */
+    NEGSTREAM_E_INVALID_OPERATION, /* InvalidOperationException              */
+    NEGSTREAM_E_NOT_SUPPORTED,     /* NotSupportedException                  */
+    NEGSTREAM_E_DISPOSED,          /* ObjectDisposedException                */
+    NEGSTREAM_E_IO,                /* IOException                            */
+    NEGSTREAM_E_AUTHENTICATION,    /* AuthenticationException                */
+    NEGSTREAM_E_INVALID_CREDENTIAL,/* InvalidCredentialException             */
+    NEGSTREAM_E_TIMEOUT,           /* a wait or an I/O timeout expired       */
+    NEGSTREAM_E_CANCELED,          /* cancelled before it ran                */
+    NEGSTREAM_E_NOMEM              /* out of memory                          */
+} negstream_status;
+
+typedef struct negstream_error {
+    negstream_status code;
+    int      sys_errno;            /* errno of the failing system call, or 0 */
+    uint32_t gss_major, gss_minor; /* GSSAPI status of the failing call, or 0 */
+    char     message[256];         /* one line for a human                   */
+} negstream_error;
+
+NEGSTREAM_API const char *negstream_status_name(negstream_status code);
+NEGSTREAM_API const char *negstream_version(void);   /* "0.1.0" */
+
+/* ---- streams ---------------------------------------------------------- */
+
+NEGSTREAM_API negstream *negstream_new(int fd, bool leave_inner_open,
+                                       negstream_error *err);
+NEGSTREAM_API void negstream_close(negstream *s);
+
+/* I/O timeouts in milliseconds for every later read / write on the socket
+ * (.NET ReadTimeout / WriteTimeout); -1 (the default) waits forever.  An
+ * expired timeout fails the operation with NEGSTREAM_E_TIMEOUT and, because
+ * a frame may be half sent or half read, faults the stream. */
+NEGSTREAM_API int negstream_set_timeouts(negstream *s, int read_timeout_ms,
+                                         int write_timeout_ms,
+                                         negstream_error *err);
+
+/* ---- authentication --------------------------------------------------- */
+
+typedef struct negstream_client_options {
+    const char *target_name;   /* "host/server.example.com" or "host@server",
+                                  or a principal name "svc/h@REALM"        */
+    const char *user, *domain, *password;  /* user NULL: default creds     */
+    negstream_protection    protection;    /* required; ENCRYPT_AND_SIGN   */
+    negstream_impersonation impersonation; /* allowed;  IDENTIFICATION     */
+    const char *mechanism;     /* "negotiate" (default), "kerberos", "ntlm" */
+    /* -- appended fields -- */
+    bool require_mutual_auth;  /* fail unless mutual auth was granted      */
+} negstream_client_options;
+
+typedef struct negstream_server_options {
+    const char *service_name;  /* acceptor principal; NULL: any in keytab  */
+    negstream_protection    protection;    /* required; ENCRYPT_AND_SIGN   */
+    negstream_impersonation impersonation; /* required; IDENTIFICATION     */
+    const char *mechanism;     /* as above                                 */
+} negstream_server_options;
+
+NEGSTREAM_API void negstream_client_options_init(negstream_client_options *o);
+NEGSTREAM_API void negstream_server_options_init(negstream_server_options *o);
+
+NEGSTREAM_API int negstream_authenticate_as_client(negstream *s,
+        const negstream_client_options *o, negstream_error *err);
+NEGSTREAM_API int negstream_authenticate_as_server(negstream *s,
+        const negstream_server_options *o, negstream_error *err);
+NEGSTREAM_API negstream_async *negstream_begin_authenticate_as_client(
+        negstream *s, const negstream_client_options *o,
+        negstream_callback cb, void *state, negstream_error *err);
+NEGSTREAM_API int negstream_end_authenticate_as_client(negstream *s,
+        negstream_async *ar, negstream_error *err);
+NEGSTREAM_API negstream_async *negstream_begin_authenticate_as_server(
+        negstream *s, const negstream_server_options *o,
+        negstream_callback cb, void *state, negstream_error *err);
+NEGSTREAM_API int negstream_end_authenticate_as_server(negstream *s,
+        negstream_async *ar, negstream_error *err);
+
+/* ---- reading and writing ---------------------------------------------- */
+
+NEGSTREAM_API ssize_t negstream_write(negstream *s, const void *buffer,
+        size_t buffer_len, ssize_t offset, ssize_t count,
+        negstream_error *err);
+NEGSTREAM_API ssize_t negstream_read(negstream *s, void *buffer,
+        size_t buffer_len, ssize_t offset, ssize_t count,
+        negstream_error *err);
+
+NEGSTREAM_API negstream_async *negstream_begin_write(negstream *s,
+        const void *buffer, size_t buffer_len, ssize_t offset, ssize_t count,
+        negstream_callback cb, void *state, negstream_error *err);
+NEGSTREAM_API int negstream_end_write(negstream *s, negstream_async *ar,
+        negstream_error *err);
+NEGSTREAM_API negstream_async *negstream_begin_read(negstream *s,
+        void *buffer, size_t buffer_len, ssize_t offset, ssize_t count,
+        negstream_callback cb, void *state, negstream_error *err);
+NEGSTREAM_API ssize_t negstream_end_read(negstream *s, negstream_async *ar,
+        negstream_error *err);
+
+/* ---- async results (IAsyncResult) ------------------------------------- */
+
+NEGSTREAM_API bool negstream_async_is_completed(const negstream_async *ar);
+NEGSTREAM_API bool negstream_async_completed_synchronously(
+        const negstream_async *ar);
+NEGSTREAM_API void *negstream_async_state(const negstream_async *ar);
+NEGSTREAM_API bool negstream_async_wait(negstream_async *ar, int timeout_ms);
+NEGSTREAM_API int negstream_async_fd(negstream_async *ar);
+NEGSTREAM_API ssize_t negstream_async_wait_any(negstream_async *const *ars,
+        size_t n, int timeout_ms);
+NEGSTREAM_API bool negstream_async_wait_all(negstream_async *const *ars,
+        size_t n, int timeout_ms);
+NEGSTREAM_API int negstream_async_cancel(negstream_async *ar);
+
+/* ---- properties (valid after authentication) -------------------------- */
+
+NEGSTREAM_API bool negstream_is_authenticated(const negstream *s);
+NEGSTREAM_API bool negstream_is_encrypted(const negstream *s);
+NEGSTREAM_API bool negstream_is_signed(const negstream *s);
+NEGSTREAM_API bool negstream_is_mutually_authenticated(const negstream *s);
+NEGSTREAM_API bool negstream_is_server(const negstream *s);
+NEGSTREAM_API negstream_impersonation negstream_impersonation_level(
+        const negstream *s);
+NEGSTREAM_API const char *negstream_remote_identity(const negstream *s);
+NEGSTREAM_API const char *negstream_authentication_type(const negstream *s);
+
+/* ---- worker pools ----------------------------------------------------- */
+
+NEGSTREAM_API negstream_pool *negstream_pool_new(unsigned min_threads,
+        unsigned max_threads, negstream_error *err);
+NEGSTREAM_API void negstream_pool_free(negstream_pool *p);
+NEGSTREAM_API int negstream_set_pool(negstream *s, negstream_pool *p,
+                                     negstream_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NEGSTREAM_H */

@@ -1,0 +1,59 @@
+/*
+ * async.h - negstream_async, the IAsyncResult: refcount, mutex + condvar,
+ * optional eventfd, wait / wait_any / wait_all, cancel, and the one
+ * completion sequence.  Knows nothing of streams: the owner hands it an
+ * outcome.
+ *
+ * Two references exist while an operation is pending: the caller's,
+ * dropped by negstream__async_end, and the completer's, dropped by
+ * negstream__async_complete (or negstream__async_abandon).
+ */
+#ifndef NEGSTREAM_ASYNC_H
+#define NEGSTREAM_ASYNC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include "negstream.h"
+
+/* Kinds of operation, so that end_write rejects a read's result. */
+enum {
+    NEGSTREAM__OP_WRITE = 1,
+    NEGSTREAM__OP_READ,
+    NEGSTREAM__OP_AUTH_CLIENT,
+    NEGSTREAM__OP_AUTH_SERVER
+};
+
+/* Cancel hook: called by negstream_async_cancel without any library lock.
+ * Returns 0 if it stopped the operation before it ran (the hook itself
+ * completes it with NEGSTREAM_E_CANCELED), -1 otherwise. */
+typedef int (*negstream__cancel_fn)(negstream_async *ar);
+
+/* A new pending result with two refs, tagged (kind, owner), with 'extra'
+ * zeroed bytes for the owner's operation (negstream__async_extra).  NULL
+ * with err (NEGSTREAM_E_NOMEM) on failure. */
+negstream_async *negstream__async_new(int kind, const void *owner,
+                                      negstream_callback cb, void *state,
+                                      size_t extra, negstream_error *err);
+void *negstream__async_extra(negstream_async *ar);
+void  negstream__async_set_cancel(negstream_async *ar,
+                                  negstream__cancel_fn fn);
+
+/* True if ar was made for (kind, owner). */
+bool negstream__async_matches(const negstream_async *ar, int kind,
+                              const void *owner);
+
+/* The one completion path.  The first call stores (outcome, result),
+ * marks the result completed, wakes the waiters and the fd, then runs the
+ * callback with no library lock held, on the calling thread; later calls
+ * do nothing and return false.  Always drops the completer's ref. */
+bool negstream__async_complete(negstream_async *ar,
+                               const negstream_error *outcome,
+                               ssize_t result, bool synchronously);
+
+/* Waits for completion, copies the outcome into err, drops the caller's
+ * ref (ar is invalid afterwards).  Returns the stored result (>= 0) or -1
+ * with err.  The caller has validated ar with negstream__async_matches. */
+ssize_t negstream__async_end(negstream_async *ar, negstream_error *err);
+
+#endif

@@ -1,0 +1,1 @@
+/* gss.c: being written */

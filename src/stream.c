@@ -1,0 +1,1 @@
+/* stream.c: being written */
