@@ -1,0 +1,929 @@
+/*
+ * check_stream.c - the synchronous stream against a real MIT realm: every
+ * protection level and write size, frame boundaries, argument and state
+ * errors in .NET's order, authentication failures, faults from the wire.
+ * Run under tests/kdc/with-realm (tests/stream.krb).
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "negstream.h"
+#include "testutil.h"
+
+static const negstream_protection levels[] = {
+    NEGSTREAM_PROTECTION_NONE, NEGSTREAM_PROTECTION_SIGN,
+    NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN
+};
+
+/* Sends n bytes one way and checks the reader got them all, by hash. */
+static void transfer(negstream *from, negstream *to, size_t n, uint32_t seed)
+{
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    tu_reader r;
+    negstream_error e;
+    ssize_t w;
+
+    ck_assert_ptr_nonnull(buf);
+    tu_fill(buf, n, seed);
+    tu_reader_start(&r, to, 100000, n + 1);
+    w = negstream_write(from, buf, n, 0, (ssize_t)n, &e);
+    ck_assert_msg(w == (ssize_t)n, "write of %zu: %s", n, e.message);
+    /* A one-byte sentinel: the reader stops at n + 1, and a 0-byte write
+     * must have added nothing in between. */
+    ck_assert_int_eq(negstream_write(from, "!", 1, 0, 1, &e), 1);
+    tu_reader_join(&r);
+    ck_assert_msg(r.rc == 0, "reader: %s", r.err.message);
+    ck_assert_uint_eq(r.got, n + 1);
+    ck_assert(r.hash == tu_fnv(tu_fnv(TU_FNV_INIT, buf, n), "!", 1));
+    free(buf);
+}
+
+START_TEST(test_sizes_each_level)
+{
+    static const size_t sizes[] = { 0, 1, 64512, 64513, 10u << 20 };
+    negstream *c, *s;
+    size_t i;
+
+    tu_pair(levels[_i], &c, &s);
+    for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        transfer(c, s, sizes[i], (uint32_t)i);
+        transfer(s, c, sizes[i], (uint32_t)i + 100);
+    }
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+START_TEST(test_properties)
+{
+    negstream *c, *s;
+    negstream_error e;
+    int fds[2];
+
+    /* Before authentication: everything false / NULL. */
+    tu_tcp_pair(fds);
+    c = negstream_new(fds[0], false, &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(e.code, NEGSTREAM_OK);
+    ck_assert(!negstream_is_authenticated(c));
+    ck_assert(!negstream_is_encrypted(c));
+    ck_assert(!negstream_is_signed(c));
+    ck_assert(!negstream_is_mutually_authenticated(c));
+    ck_assert(!negstream_is_server(c));
+    ck_assert_ptr_null(negstream_remote_identity(c));
+    ck_assert_ptr_null(negstream_authentication_type(c));
+    negstream_close(c);
+    close(fds[1]);
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    ck_assert(negstream_is_authenticated(c));
+    ck_assert(negstream_is_authenticated(s));
+    ck_assert(negstream_is_encrypted(c) && negstream_is_encrypted(s));
+    ck_assert(negstream_is_signed(c) && negstream_is_signed(s));
+    ck_assert(negstream_is_mutually_authenticated(c));
+    ck_assert(!negstream_is_server(c));
+    ck_assert(negstream_is_server(s));
+    ck_assert_str_eq(negstream_authentication_type(c), "Kerberos");
+    ck_assert_str_eq(negstream_authentication_type(s), "Kerberos");
+    /* The server sees the client's principal; the client its target. */
+    ck_assert_str_eq(negstream_remote_identity(s), tu_env("NEGTEST_USER"));
+    ck_assert_str_eq(negstream_remote_identity(c), tu_env("NEGTEST_SPN"));
+    ck_assert_int_eq(negstream_impersonation_level(c),
+                     NEGSTREAM_IMPERSONATION_IDENTIFICATION);
+    negstream_close(c);
+    negstream_close(s);
+
+    tu_pair(NEGSTREAM_PROTECTION_SIGN, &c, &s);
+    ck_assert(!negstream_is_encrypted(c) && !negstream_is_encrypted(s));
+    ck_assert(negstream_is_signed(c) && negstream_is_signed(s));
+    negstream_close(c);
+    negstream_close(s);
+
+    tu_pair(NEGSTREAM_PROTECTION_NONE, &c, &s);
+    ck_assert(!negstream_is_encrypted(c) && !negstream_is_signed(c));
+    ck_assert(!negstream_is_mutually_authenticated(c));
+    ck_assert_str_eq(negstream_authentication_type(c), "NTLM");
+    ck_assert_str_eq(negstream_authentication_type(s), "NTLM");
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+/* Reads never span frames; the rest of a frame is kept for later reads. */
+START_TEST(test_partial_reads_across_frames)
+{
+    enum { N = 64512 + 101 };
+    uint8_t *src = malloc(N), *dst = malloc(N);
+    negstream *c, *s;
+    negstream_error e;
+    size_t got = 0;
+    int reads = 0;
+
+    ck_assert_ptr_nonnull(src);
+    ck_assert_ptr_nonnull(dst);
+    tu_fill(src, N, 7);
+    tu_pair(levels[_i], &c, &s);
+    tu_write_all(c, src, N);
+    while (got < N) {
+        ssize_t n = negstream_read(s, dst, N, (ssize_t)got, 1000, &e);
+
+        ck_assert_msg(n > 0, "read: %s", e.message);
+        if (levels[_i] != NEGSTREAM_PROTECTION_NONE) {
+            /* 64 reads of 1000, then the 512 left in frame one, then
+             * the 101 of frame two. */
+            if (reads < 64)
+                ck_assert_int_eq(n, 1000);
+            else if (reads == 64)
+                ck_assert_int_eq(n, 512);
+            else
+                ck_assert_int_eq(n, 101);
+        }
+        got += (size_t)n;
+        reads++;
+    }
+    ck_assert_mem_eq(src, dst, N);
+    negstream_close(c);
+    negstream_close(s);
+    free(src);
+    free(dst);
+}
+END_TEST
+
+/* Five 512-byte messages read into a 1024-byte buffer: one each. */
+START_TEST(test_messages_smaller_than_buffer)
+{
+    uint8_t msg[512], buf[1024];
+    negstream *c, *s;
+    negstream_error e;
+    int i;
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    for (i = 0; i < 5; i++) {
+        tu_fill(msg, sizeof(msg), (uint32_t)i);
+        tu_write_all(c, msg, sizeof(msg));
+        ck_assert_int_eq(negstream_read(s, buf, sizeof(buf), 0, sizeof(buf),
+                                        &e), 512);
+        ck_assert_mem_eq(buf, msg, sizeof(msg));
+    }
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+START_TEST(test_offsets_honoured)
+{
+    const char src[] = "xxxhelloyyy";
+    char dst[16];
+    negstream *c, *s;
+    negstream_error e;
+
+    tu_pair(levels[_i], &c, &s);
+    ck_assert_int_eq(negstream_write(c, src, sizeof(src) - 1, 3, 5, &e), 5);
+    memset(dst, '.', sizeof(dst));
+    ck_assert_int_eq(negstream_read(s, dst, sizeof(dst), 7, 5, &e), 5);
+    ck_assert_mem_eq(dst + 7, "hello", 5);
+    ck_assert_int_eq(dst[6], '.');
+    ck_assert_int_eq(dst[12], '.');
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+/* "", "hello", "", "world" -> "helloworld"; a 0-byte write sends nothing. */
+START_TEST(test_zero_byte_writes)
+{
+    char buf[16];
+    negstream *c, *s;
+    negstream_error e;
+
+    tu_pair(levels[_i], &c, &s);
+    ck_assert_int_eq(negstream_write(c, "", 0, 0, 0, &e), 0);
+    ck_assert_int_eq(e.code, NEGSTREAM_OK);
+    {
+        char peek;
+        ssize_t r = recv(tu_fds[1], &peek, 1, MSG_DONTWAIT | MSG_PEEK);
+
+        ck_assert_msg(r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK),
+                      "a 0-byte write put bytes on the wire");
+    }
+    ck_assert_int_eq(negstream_write(c, "hello", 5, 0, 5, &e), 5);
+    ck_assert_int_eq(negstream_write(c, "", 0, 0, 0, &e), 0);
+    ck_assert_int_eq(negstream_write(c, "world", 5, 0, 5, &e), 5);
+    tu_read_all(s, buf, 10);
+    ck_assert_mem_eq(buf, "helloworld", 10);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+struct zero_read {
+    negstream *s;
+    volatile int done;
+    ssize_t n;
+};
+
+static void *zero_read_main(void *p)
+{
+    struct zero_read *z = p;
+    char b;
+    negstream_error e;
+
+    z->n = negstream_read(z->s, &b, 1, 0, 0, &e);
+    __atomic_store_n(&z->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* A 0-byte read blocks until a frame arrives, returns 0, and the data is
+ * then fully readable (.NET's BlocksOnZeroByteReads). */
+START_TEST(test_zero_byte_read_blocks)
+{
+    struct zero_read z;
+    negstream *c, *s;
+    pthread_t t;
+    char buf[4];
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    memset(&z, 0, sizeof(z));
+    z.s = s;
+    ck_assert_int_eq(pthread_create(&t, NULL, zero_read_main, &z), 0);
+    usleep(100 * 1000);
+    ck_assert_int_eq(__atomic_load_n(&z.done, __ATOMIC_SEQ_CST), 0);
+    tu_write_all(c, "abc", 3);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(z.n, 0);
+    tu_read_all(s, buf, 3);
+    ck_assert_mem_eq(buf, "abc", 3);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+/* Argument checks, in .NET's order, for read and write. */
+static void check_rw_errors(negstream *s, bool write)
+{
+    char one[1];
+    negstream_error e;
+#define RW(st, buf, len, off, cnt)                                        \
+    (write ? negstream_write((st), (buf), (len), (off), (cnt), &e)         \
+           : negstream_read((st), (buf), (len), (off), (cnt), &e))
+
+    ck_assert_int_eq(RW(NULL, one, 1, 0, 1), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_NULL);
+    ck_assert_int_eq(RW(s, NULL, 1, 0, 1), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_NULL);
+    ck_assert_int_eq(RW(s, NULL, 0, 0, 0), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_NULL);
+    /* NULL buffer wins over a bad offset. */
+    ck_assert_int_eq(RW(s, NULL, 1, -1, 1), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_NULL);
+    ck_assert_int_eq(RW(s, one, 1, -1, 1), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    ck_assert_int_eq(RW(s, one, 1, 0, -1), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    ck_assert_int_eq(RW(s, one, 1, 0, 2), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    ck_assert_int_eq(RW(s, one, 1, 1, 1), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    ck_assert_int_eq(RW(s, one, 1, 2, 0), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    ck_assert_int_eq(RW(s, one, 1, SSIZE_MAX, SSIZE_MAX), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    ck_assert_int_eq(RW(s, one, 1, 1, SSIZE_MAX), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    /* Error record may be NULL. */
+    ck_assert_int_eq(write ? negstream_write(s, NULL, 0, 0, 0, NULL)
+                           : negstream_read(s, NULL, 0, 0, 0, NULL), -1);
+#undef RW
+}
+
+START_TEST(test_argument_errors)
+{
+    negstream *c, *s;
+    negstream_error e;
+    char one[1] = { 'x' };
+    int fds[2];
+
+    /* On an unauthenticated stream: argument errors come first ... */
+    tu_tcp_pair(fds);
+    c = negstream_new(fds[0], false, &e);
+    ck_assert_ptr_nonnull(c);
+    check_rw_errors(c, true);
+    check_rw_errors(c, false);
+    /* ... and valid arguments then meet InvalidOperation. */
+    ck_assert_int_eq(negstream_write(c, one, 1, 0, 1, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
+    ck_assert_int_eq(negstream_read(c, one, 1, 0, 1, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
+    ck_assert_int_eq(negstream_read(c, one, 1, 1, 0, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
+    negstream_close(c);
+    close(fds[1]);
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    check_rw_errors(c, true);
+    check_rw_errors(s, false);
+    /* offset == length with count 0 is valid. */
+    ck_assert_int_eq(negstream_write(c, one, 1, 1, 0, &e), 0);
+    ck_assert_int_eq(e.code, NEGSTREAM_OK);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+START_TEST(test_new_and_options_errors)
+{
+    negstream_client_options co;
+    negstream_server_options so;
+    negstream_error e;
+    negstream *c;
+    int fds[2], devnull;
+
+    ck_assert_ptr_null(negstream_new(-1, false, &e));
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    devnull = open("/dev/null", O_RDONLY);
+    ck_assert_int_ge(devnull, 0);
+    close(devnull);
+    ck_assert_ptr_null(negstream_new(devnull, false, &e));
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    ck_assert_ptr_null(negstream_new(-1, false, NULL));
+
+    tu_tcp_pair(fds);
+    c = negstream_new(fds[0], false, &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(negstream_authenticate_as_client(NULL, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_NULL);
+    ck_assert_int_eq(negstream_authenticate_as_client(c, NULL, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_NULL);
+    negstream_client_options_init(&co);
+    ck_assert_int_eq(co.protection, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    ck_assert_int_eq(co.impersonation, NEGSTREAM_IMPERSONATION_IDENTIFICATION);
+    ck_assert(!co.require_mutual_auth);
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_NULL);    /* target */
+    co.target_name = "host/localhost";
+    co.impersonation = NEGSTREAM_IMPERSONATION_ANONYMOUS;
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    co.impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
+    co.mechanism = "digest";
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    co.mechanism = NULL;
+    co.protection = (negstream_protection)7;
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    negstream_server_options_init(&so);
+    so.mechanism = "digest";
+    ck_assert_int_eq(negstream_authenticate_as_server(c, &so, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    /* None of these consumed the stream: it is still NEW. */
+    ck_assert(!negstream_is_authenticated(c));
+    ck_assert_int_eq(negstream_set_timeouts(c, -2, 0, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    ck_assert_int_eq(negstream_set_timeouts(NULL, 0, 0, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_NULL);
+    negstream_close(c);
+    close(fds[1]);
+}
+END_TEST
+
+START_TEST(test_double_authentication)
+{
+    negstream_client_options co;
+    negstream_error e;
+    negstream *c, *s;
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
+    ck_assert_int_eq(negstream_authenticate_as_server(s, NULL, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
+    ck_assert_int_eq(negstream_authenticate_as_server(c, NULL, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
+    /* Still usable. */
+    tu_write_all(c, "ok", 2);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+/* Authentication failures: the right code on each side, nobody hangs, the
+ * failure is stored, and a retry on the same stream is refused. */
+static void expect_auth_failure(const tu_auth *a, negstream_status cexp,
+                                negstream_status sexp)
+{
+    negstream_client_options co;
+    negstream_error ce, se, e;
+    negstream *c, *s;
+    char b[1];
+
+    ck_assert(!tu_auth_pair(a, &c, &s, &ce, &se));
+    ck_assert_msg(ce.code == cexp, "client: expected %s, got %s: %s",
+                  negstream_status_name(cexp), negstream_status_name(ce.code),
+                  ce.message);
+    if (sexp != NEGSTREAM_OK)
+        ck_assert_msg(se.code == sexp, "server: expected %s, got %s: %s",
+                      negstream_status_name(sexp),
+                      negstream_status_name(se.code), se.message);
+    else
+        ck_assert_msg(se.code != NEGSTREAM_OK, "server succeeded");
+    ck_assert(ce.message[0] != '\0' && se.message[0] != '\0');
+    ck_assert(!negstream_is_authenticated(c));
+    ck_assert(!negstream_is_authenticated(s));
+    ck_assert(negstream_is_server(s));
+    /* The stored failure comes back from read and write. */
+    ck_assert_int_eq(negstream_write(c, "x", 1, 0, 1, &e), -1);
+    ck_assert_int_eq(e.code, ce.code);
+    ck_assert_int_eq(negstream_read(s, b, 1, 0, 1, &e), -1);
+    ck_assert_int_eq(e.code, se.code);
+    /* No retry on a failed stream. */
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
+    negstream_close(c);
+    negstream_close(s);
+}
+
+START_TEST(test_wrong_service_name)
+{
+    tu_auth a;
+
+    tu_auth_init(&a, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    a.target = "host/no-such-host.invalid";
+    a.client_mech = "kerberos";
+    expect_auth_failure(&a, NEGSTREAM_E_AUTHENTICATION, NEGSTREAM_OK);
+}
+END_TEST
+
+START_TEST(test_unknown_user)
+{
+    negstream_client_options co;
+    negstream_error e;
+    negstream *c;
+    int fds[2];
+
+    tu_tcp_pair(fds);
+    c = negstream_new(fds[0], false, &e);
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    co.mechanism = "kerberos";
+    co.user = "nosuchuser";
+    co.password = "whatever";
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_msg(e.code == NEGSTREAM_E_INVALID_CREDENTIAL, "%s: %s",
+                  negstream_status_name(e.code), e.message);
+    negstream_close(c);
+    close(fds[1]);
+}
+END_TEST
+
+START_TEST(test_bad_password)
+{
+    negstream_client_options co;
+    negstream_error e;
+    negstream *c;
+    int fds[2];
+
+    tu_tcp_pair(fds);
+    c = negstream_new(fds[0], false, &e);
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    co.mechanism = "kerberos";
+    co.user = tu_env("NEGTEST_USER");
+    co.password = "certainly-not-the-password";
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_msg(e.code == NEGSTREAM_E_INVALID_CREDENTIAL, "%s: %s",
+                  negstream_status_name(e.code), e.message);
+    negstream_close(c);
+    close(fds[1]);
+}
+END_TEST
+
+START_TEST(test_password_credentials)
+{
+    negstream_error ce, se;
+    negstream *c, *s;
+    tu_auth a;
+
+    tu_auth_init(&a, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    a.password_creds = true;
+    ck_assert_msg(tu_auth_pair(&a, &c, &s, &ce, &se), "%s / %s", ce.message,
+                  se.message);
+    ck_assert_str_eq(negstream_remote_identity(s), tu_env("NEGTEST_USER"));
+    transfer(c, s, 1000, 1);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+/* A server requiring EncryptAndSign refuses a client that offers less. */
+START_TEST(test_protection_downgrade_refused)
+{
+    tu_auth a;
+
+    tu_auth_init(&a, NEGSTREAM_PROTECTION_SIGN);
+    a.server_level = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+    expect_auth_failure(&a, NEGSTREAM_E_AUTHENTICATION,
+                        NEGSTREAM_E_AUTHENTICATION);
+    tu_auth_init(&a, NEGSTREAM_PROTECTION_NONE);
+    a.server_level = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+    expect_auth_failure(&a, NEGSTREAM_E_AUTHENTICATION,
+                        NEGSTREAM_E_AUTHENTICATION);
+}
+END_TEST
+
+START_TEST(test_require_mutual_auth)
+{
+    negstream_client_options co;
+    negstream_error e;
+    negstream *c;
+    int fds[2];
+    pid_t pid;
+
+    /* NTLM cannot give mutual authentication: a client that requires it
+     * fails, whatever the server does.  The server runs in a child. */
+    tu_tcp_pair(fds);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        negstream *s = negstream_new(fds[1], false, NULL);
+
+        close(fds[0]);
+        negstream_authenticate_as_server(s, NULL, NULL);
+        negstream_close(s);
+        _exit(0);
+    }
+    close(fds[1]);
+    c = negstream_new(fds[0], false, &e);
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    co.mechanism = "ntlm";
+    co.user = tu_env("NEGTEST_NTLM_USER");
+    co.domain = tu_env("NEGTEST_NTLM_DOMAIN");
+    co.password = tu_env("NEGTEST_NTLM_PASSWORD");
+    co.require_mutual_auth = true;
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_msg(e.code == NEGSTREAM_E_AUTHENTICATION, "%s: %s",
+                  negstream_status_name(e.code), e.message);
+    negstream_close(c);
+    waitpid(pid, NULL, 0);
+}
+END_TEST
+
+START_TEST(test_clean_eof)
+{
+    negstream *c, *s;
+    negstream_error e;
+    char b[8];
+
+    tu_pair(levels[_i], &c, &s);
+    tu_write_all(c, "bye", 3);
+    negstream_close(c);
+    tu_read_all(s, b, 3);
+    ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e), 0);
+    ck_assert_int_eq(e.code, NEGSTREAM_OK);
+    ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e), 0);
+    negstream_close(s);
+}
+END_TEST
+
+/* Raw bytes injected on the client's fd reach the server's stream. */
+static void expect_read_fault(const void *raw, size_t n, bool close_after,
+                              const char *why)
+{
+    negstream *c, *s;
+    negstream_error e, e2;
+    char b[64];
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    ck_assert_int_eq(send(tu_fds[0], raw, n, MSG_NOSIGNAL), (ssize_t)n);
+    if (close_after)
+        shutdown(tu_fds[0], SHUT_WR);
+    ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e), -1);
+    ck_assert_msg(e.code == NEGSTREAM_E_IO, "%s: %s", why, e.message);
+    /* Faulted: the next read fails at once, naming the first failure. */
+    ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e2), -1);
+    ck_assert_int_eq(e2.code, NEGSTREAM_E_IO);
+    ck_assert_ptr_nonnull(strstr(e2.message, e.message));
+    ck_assert_int_eq(negstream_write(s, "x", 1, 0, 1, &e2), -1);
+    ck_assert_int_eq(e2.code, NEGSTREAM_E_IO);
+    negstream_close(c);
+    negstream_close(s);
+}
+
+START_TEST(test_bad_frames)
+{
+    static const uint8_t len0[] = { 0, 0, 0, 0 };
+    static const uint8_t len4[] = { 4, 0, 0, 0, 1, 2, 3, 4 };
+    static const uint8_t len64k1[] = { 0x01, 0x00, 0x01, 0x00 };
+    static const uint8_t len2g[] = { 0, 0, 0, 0x80 };
+    static const uint8_t half_header[] = { 0x20, 0 };
+    static const uint8_t short_body[] = { 0x20, 0, 0, 0, 1, 2, 3 };
+    uint8_t garbage[4 + 40];
+
+    expect_read_fault(len0, sizeof(len0), false, "length 0");
+    expect_read_fault(len4, sizeof(len4), false, "length 4");
+    expect_read_fault(len64k1, sizeof(len64k1), false, "length 65537");
+    expect_read_fault(len2g, sizeof(len2g), false, "length 2^31");
+    expect_read_fault(half_header, sizeof(half_header), true, "EOF header");
+    expect_read_fault(short_body, sizeof(short_body), true, "EOF body");
+    garbage[0] = 40;
+    garbage[1] = garbage[2] = garbage[3] = 0;
+    tu_fill(garbage + 4, 40, 3);
+    expect_read_fault(garbage, sizeof(garbage), false, "garbage token");
+}
+END_TEST
+
+/* Reads one whole data frame off the raw server fd. */
+static size_t grab_frame(uint8_t *buf, size_t cap)
+{
+    uint32_t len;
+    size_t got = 0;
+
+    while (got < 4) {
+        ssize_t r = recv(tu_fds[1], buf + got, 4 - got, 0);
+        ck_assert_int_gt(r, 0);
+        got += (size_t)r;
+    }
+    len = (uint32_t)buf[0] | (uint32_t)buf[1] << 8 | (uint32_t)buf[2] << 16
+          | (uint32_t)buf[3] << 24;
+    ck_assert_uint_le(len + 4, cap);
+    while (got < len + 4) {
+        ssize_t r = recv(tu_fds[1], buf + got, len + 4 - got, 0);
+        ck_assert_int_gt(r, 0);
+        got += (size_t)r;
+    }
+    return got;
+}
+
+/* One bit flipped, a frame replayed, frames reordered: the reader fails
+ * with IO and hands out nothing of the bad frame. */
+START_TEST(test_tampered_replayed_reordered)
+{
+    uint8_t f1[256], f2[256], bad[256];
+    size_t n1, n2;
+    negstream *c, *s;
+    negstream_error e;
+    char b[64];
+    int mode = _i % 3;   /* 0 tamper, 1 replay, 2 reorder */
+
+    tu_pair(_i < 3 ? NEGSTREAM_PROTECTION_SIGN
+                   : NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    tu_write_all(c, "first secret", 12);
+    n1 = grab_frame(f1, sizeof(f1));
+    tu_write_all(c, "second secret", 13);
+    n2 = grab_frame(f2, sizeof(f2));
+    if (mode == 0) {
+        memcpy(bad, f1, n1);
+        bad[n1 - 3] ^= 0x10;
+        ck_assert_int_eq(send(tu_fds[0], bad, n1, 0), (ssize_t)n1);
+        ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e),
+                         -1);
+        ck_assert_int_eq(e.code, NEGSTREAM_E_IO);
+    } else if (mode == 1) {
+        ck_assert_int_eq(send(tu_fds[0], f1, n1, 0), (ssize_t)n1);
+        ck_assert_int_eq(send(tu_fds[0], f1, n1, 0), (ssize_t)n1);
+        ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e),
+                         12);
+        ck_assert_mem_eq(b, "first secret", 12);
+        ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e),
+                         -1);
+        ck_assert_int_eq(e.code, NEGSTREAM_E_IO);
+    } else {
+        ck_assert_int_eq(send(tu_fds[0], f2, n2, 0), (ssize_t)n2);
+        ck_assert_int_eq(send(tu_fds[0], f1, n1, 0), (ssize_t)n1);
+        ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e),
+                         -1);
+        ck_assert_int_eq(e.code, NEGSTREAM_E_IO);
+    }
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+/* With EncryptAndSign the plaintext never appears on the wire; with Sign
+ * it does (signed, not sealed), and None passes it through raw. */
+START_TEST(test_wire_confidentiality)
+{
+    static const char secret[] = "attack at dawn, bring the cake";
+    uint8_t wire[512];
+    negstream *c, *s;
+    ssize_t n;
+
+    tu_pair(levels[_i], &c, &s);
+    tu_write_all(c, secret, sizeof(secret) - 1);
+    if (levels[_i] == NEGSTREAM_PROTECTION_NONE) {
+        n = recv(tu_fds[1], wire, sizeof(secret) - 1, MSG_WAITALL);
+    } else {
+        n = (ssize_t)grab_frame(wire, sizeof(wire));
+    }
+    ck_assert_int_gt(n, 0);
+    if (levels[_i] == NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN)
+        ck_assert_ptr_null(memmem(wire, (size_t)n, secret,
+                                  sizeof(secret) - 1));
+    else
+        ck_assert_ptr_nonnull(memmem(wire, (size_t)n, secret,
+                                     sizeof(secret) - 1));
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+static volatile sig_atomic_t sigpipes;
+
+static void on_sigpipe(int sig)
+{
+    (void)sig;
+    sigpipes++;
+}
+
+START_TEST(test_peer_closed_write_fails_without_sigpipe)
+{
+    static uint8_t buf[1 << 16];
+    negstream *c, *s;
+    negstream_error e;
+    int i;
+
+    signal(SIGPIPE, on_sigpipe);
+    tu_pair(levels[_i], &c, &s);
+    negstream_close(s);
+    for (i = 0; i < 1000; i++)
+        if (negstream_write(c, buf, sizeof(buf), 0, sizeof(buf), &e) < 0)
+            break;
+    ck_assert_int_lt(i, 1000);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_IO);
+    ck_assert_int_eq(sigpipes, 0);
+    ck_assert_int_eq(negstream_write(c, buf, 1, 0, 1, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_IO);
+    ck_assert_ptr_nonnull(strstr(e.message, "earlier"));
+    negstream_close(c);
+    signal(SIGPIPE, SIG_DFL);
+}
+END_TEST
+
+START_TEST(test_read_timeout_faults)
+{
+    negstream *c, *s;
+    negstream_error e;
+    char b[4];
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    ck_assert_int_eq(negstream_set_timeouts(s, 100, -1, &e), 0);
+    ck_assert_int_eq(negstream_read(s, b, 4, 0, 4, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_TIMEOUT);
+    ck_assert_int_eq(negstream_read(s, b, 4, 0, 4, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_IO);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+struct duplex {
+    negstream *s;
+    size_t n;
+    uint32_t seed;
+    int rc;
+};
+
+static void *duplex_writer(void *p)
+{
+    struct duplex *d = p;
+    uint8_t *buf = malloc(d->n);
+    negstream_error e;
+
+    tu_fill(buf, d->n, d->seed);
+    d->rc = negstream_write(d->s, buf, d->n, 0, (ssize_t)d->n, &e) ==
+            (ssize_t)d->n ? 0 : -1;
+    free(buf);
+    return NULL;
+}
+
+/* Both directions at once on both streams: one read and one write on one
+ * GSS context concurrently (the gss_mu leaf lock). */
+START_TEST(test_full_duplex)
+{
+    enum { N = 4 << 20 };
+    struct duplex dc = { NULL, N, 1, -1 }, ds = { NULL, N, 2, -1 };
+    tu_reader rc, rs;
+    pthread_t tc, ts;
+    negstream *c, *s;
+    uint8_t *ref = malloc(N);
+
+    tu_pair(levels[_i], &c, &s);
+    dc.s = c;
+    ds.s = s;
+    tu_reader_start(&rc, c, 65536, N);
+    tu_reader_start(&rs, s, 65536, N);
+    pthread_create(&tc, NULL, duplex_writer, &dc);
+    pthread_create(&ts, NULL, duplex_writer, &ds);
+    pthread_join(tc, NULL);
+    pthread_join(ts, NULL);
+    tu_reader_join(&rc);
+    tu_reader_join(&rs);
+    ck_assert_int_eq(dc.rc, 0);
+    ck_assert_int_eq(ds.rc, 0);
+    ck_assert_int_eq(rc.rc, 0);
+    ck_assert_int_eq(rs.rc, 0);
+    tu_fill(ref, N, 2);
+    ck_assert(rc.hash == tu_fnv(TU_FNV_INIT, ref, N));
+    tu_fill(ref, N, 1);
+    ck_assert(rs.hash == tu_fnv(TU_FNV_INIT, ref, N));
+    free(ref);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+START_TEST(test_leave_inner_open)
+{
+    negstream_error e;
+    negstream *s;
+    int fds[2];
+    char b;
+
+    tu_tcp_pair(fds);
+    s = negstream_new(fds[0], true, &e);
+    ck_assert_ptr_nonnull(s);
+    negstream_close(s);
+    /* Still open and usable. */
+    ck_assert_int_eq(send(fds[0], "z", 1, 0), 1);
+    ck_assert_int_eq(recv(fds[1], &b, 1, 0), 1);
+    close(fds[0]);
+    s = negstream_new(fds[1], false, &e);
+    negstream_close(s);
+    ck_assert_int_eq(fcntl(fds[1], F_GETFD), -1);
+}
+END_TEST
+
+START_TEST(test_status_names_and_version)
+{
+    ck_assert_str_eq(negstream_status_name(NEGSTREAM_OK), "NEGSTREAM_OK");
+    ck_assert_str_eq(negstream_status_name(NEGSTREAM_E_IO), "NEGSTREAM_E_IO");
+    ck_assert_str_eq(negstream_status_name(NEGSTREAM_E_NOMEM),
+                     "NEGSTREAM_E_NOMEM");
+    ck_assert_str_eq(negstream_version(), "0.1.0");
+}
+END_TEST
+
+static Suite *stream_suite(void)
+{
+    Suite *s = suite_create("stream");
+    TCase *t = tcase_create("sync");
+    int nlevels = (int)(sizeof(levels) / sizeof(levels[0]));
+
+    tcase_set_timeout(t, 300);
+    tcase_add_loop_test(t, test_sizes_each_level, 0, nlevels);
+    tcase_add_test(t, test_properties);
+    tcase_add_loop_test(t, test_partial_reads_across_frames, 0, nlevels);
+    tcase_add_test(t, test_messages_smaller_than_buffer);
+    tcase_add_loop_test(t, test_offsets_honoured, 0, nlevels);
+    tcase_add_loop_test(t, test_zero_byte_writes, 0, nlevels);
+    tcase_add_test(t, test_zero_byte_read_blocks);
+    tcase_add_test(t, test_argument_errors);
+    tcase_add_test(t, test_new_and_options_errors);
+    tcase_add_test(t, test_double_authentication);
+    tcase_add_test(t, test_wrong_service_name);
+    tcase_add_test(t, test_unknown_user);
+    tcase_add_test(t, test_bad_password);
+    tcase_add_test(t, test_password_credentials);
+    tcase_add_test(t, test_protection_downgrade_refused);
+    tcase_add_test(t, test_require_mutual_auth);
+    tcase_add_loop_test(t, test_clean_eof, 0, nlevels);
+    tcase_add_test(t, test_bad_frames);
+    tcase_add_loop_test(t, test_tampered_replayed_reordered, 0, 6);
+    tcase_add_loop_test(t, test_wire_confidentiality, 0, nlevels);
+    tcase_add_loop_test(t, test_peer_closed_write_fails_without_sigpipe, 0,
+                        nlevels);
+    tcase_add_test(t, test_read_timeout_faults);
+    tcase_add_loop_test(t, test_full_duplex, 0, nlevels);
+    tcase_add_test(t, test_leave_inner_open);
+    tcase_add_test(t, test_status_names_and_version);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(stream_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

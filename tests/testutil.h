@@ -1,0 +1,77 @@
+/*
+ * testutil.h - shared helpers of the stream test suites: connected pairs
+ * on 127.0.0.1, authenticated stream pairs against the test realm,
+ * deterministic data, FNV-1a hashes and reader threads.
+ */
+#ifndef NEGSTREAM_TESTUTIL_H
+#define NEGSTREAM_TESTUTIL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "negstream.h"
+
+/* A connected TCP pair on 127.0.0.1: fds[0] the client end, fds[1] the
+ * server end.  Aborts the test on failure. */
+void tu_tcp_pair(int fds[2]);
+
+/* The raw fds of the last pair made by tu_auth_pair: [0] client end,
+ * [1] server end, for tests that read or inject bytes on the wire. */
+extern int tu_fds[2];
+
+/* An environment variable set by tests/kdc/with-realm (aborts if unset). */
+const char *tu_env(const char *name);
+
+/* How a test pair authenticates. */
+typedef struct tu_auth {
+    negstream_protection client_level, server_level;
+    const char *client_mech;        /* NULL: negotiate */
+    const char *target;             /* NULL: $NEGTEST_SPN */
+    bool ntlm_creds;                /* client uses the NTLM user/password */
+    bool password_creds;            /* client uses alice's password */
+} tu_auth;
+
+/* Defaults: EncryptAndSign both sides, SPNEGO, default credentials. */
+void tu_auth_init(tu_auth *a, negstream_protection level);
+
+/* Authenticates a fresh TCP pair (server on a thread).  Returns true when
+ * both sides succeeded; the errors of each side are stored in cerr/serr
+ * (may be NULL).  On failure the streams are still returned (so tests can
+ * inspect them) unless NULL. */
+bool tu_auth_pair(const tu_auth *a, negstream **client, negstream **server,
+                  negstream_error *cerr, negstream_error *serr);
+
+/* Shorthand: an authenticated pair at 'level' (NONE uses NTLM), aborting
+ * the test if authentication fails. */
+void tu_pair(negstream_protection level, negstream **client,
+             negstream **server);
+
+/* Deterministic bytes for (seed, position). */
+void tu_fill(uint8_t *buf, size_t n, uint32_t seed);
+
+#define TU_FNV_INIT 0xcbf29ce484222325ULL
+uint64_t tu_fnv(uint64_t h, const void *p, size_t n);
+
+/* A thread that reads a stream until EOF (or 'limit' bytes if limit > 0),
+ * hashing what it gets, with reads of at most 'chunk' bytes. */
+typedef struct tu_reader {
+    pthread_t       thread;
+    negstream      *s;
+    size_t          chunk, limit;
+    size_t          got;
+    uint64_t        hash;
+    negstream_error err;
+    int             rc;            /* 0, or -1 when a read failed */
+} tu_reader;
+
+void tu_reader_start(tu_reader *r, negstream *s, size_t chunk, size_t limit);
+void tu_reader_join(tu_reader *r);
+
+/* Reads exactly n bytes (looping), aborting the test on failure/EOF. */
+void tu_read_all(negstream *s, void *buf, size_t n);
+
+/* Writes all of buf, aborting on failure. */
+void tu_write_all(negstream *s, const void *buf, size_t n);
+
+#endif
