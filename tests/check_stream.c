@@ -273,7 +273,7 @@ END_TEST
 /* Argument checks, in .NET's order, for read and write. */
 static void check_rw_errors(negstream *s, bool write)
 {
-    char one[1];
+    char one[1] = { 0 };
     negstream_error e;
 #define RW(st, buf, len, off, cnt)                                        \
     (write ? negstream_write((st), (buf), (len), (off), (cnt), &e)         \
