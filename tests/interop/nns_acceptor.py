@@ -57,8 +57,8 @@ def gss_status(e):
     missing credential becomes 'logon denied' (.NET maps it to
     InvalidCredentialException), anything else a generic internal error."""
     routine = (e.maj_code >> 16) & 0xFF
-    # GSS_S_NO_CRED 7, GSS_S_CREDENTIALS_EXPIRED 11, GSS_S_DEFECTIVE_CREDENTIAL 13
-    return SEC_E_LOGON_DENIED if routine in (7, 11, 13) else SEC_E_INTERNAL_ERROR
+    # GSS_S_NO_CRED 7, GSS_S_DEFECTIVE_CREDENTIAL 10, GSS_S_CREDENTIALS_EXPIRED 11
+    return SEC_E_LOGON_DENIED if routine in (7, 10, 11) else SEC_E_INTERNAL_ERROR
 
 
 def pattern(n):
@@ -224,7 +224,8 @@ class Acceptor:
         self.handshake()
         flags = self.ctx.actual_flags
         r = self.result
-        r["peer"] = str(self.ctx.initiator_name)
+        # gss-ntlmssp's display name ends in a NUL; .NET strips it too.
+        r["peer"] = str(self.ctx.initiator_name).rstrip("\0")
         r["mech"] = self.ctx.mech.dotted_form
         r["flags"] = ",".join(sorted(f.name for f in flags)) or "none"
         r["level"] = self.achieved_level()
