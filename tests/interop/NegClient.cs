@@ -26,6 +26,7 @@
 // Output: one line of key=value pairs on stdout.  Exit 0 on success, 1 on
 // any failure (the line then ends with error=<Type>: <message>).
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Net;
@@ -225,18 +226,37 @@ class StreamWriter
 
 static class Program
 {
-    static readonly StringBuilder Out = new StringBuilder();
+    // The result line: keys in first-set order; setting a key again
+    // replaces its value (the failure path updates "sent").
+    static readonly List<string> Keys = new List<string>();
+    static readonly Dictionary<string, string> Vals =
+        new Dictionary<string, string>();
 
     static void Put(string k, object v)
     {
-        if (Out.Length > 0)
-            Out.Append(' ');
         string s = v == null ? "" : v.ToString();
         // "error" always comes last and keeps its spaces: it is the rest
         // of the line.  Other values must stay single words.
         if (k != "error")
             s = s.Replace(' ', '_');
-        Out.Append(k).Append('=').Append(s);
+        if (!Vals.ContainsKey(k))
+            Keys.Add(k);
+        Vals[k] = s;
+    }
+
+    static string Line()
+    {
+        var sb = new StringBuilder();
+        foreach (string k in Keys) {
+            if (k == "error")
+                continue;
+            sb.Append(sb.Length > 0 ? " " : "").Append(k).Append('=')
+              .Append(Vals[k]);
+        }
+        if (Vals.ContainsKey("error"))
+            sb.Append(sb.Length > 0 ? " " : "").Append("error=")
+              .Append(Vals["error"]);
+        return sb.ToString();
     }
 
     public static byte[] Pattern(int n)
@@ -376,7 +396,7 @@ static class Program
             else if (tcp != null)
                 tcp.Close();
         }
-        Console.WriteLine(Out.ToString());
+        Console.WriteLine(Line());
         return rc;
     }
 
