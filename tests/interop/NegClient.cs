@@ -3,7 +3,9 @@
 // own NegotiateStream is a stub):
 //
 //   mcs -r:System.dll NegClient.cs -out:NegClient.dll
-//   DOTNET_MULTILEVEL_LOOKUP=0 dotnet NegClient.dll HOST PORT TARGET LEVEL ...
+//   DOTNET_MULTILEVEL_LOOKUP=0 dotnet exec --runtimeconfig \
+//       NegClient.runtimeconfig.json NegClient.dll HOST PORT TARGET LEVEL ...
+// (or put NegClient.runtimeconfig.json beside the dll and drop "exec ...").
 //
 // LEVEL is None, Sign or EncryptAndSign.  Options:
 //   --user U --password P [--domain D]  explicit NetworkCredential

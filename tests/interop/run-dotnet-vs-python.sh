@@ -50,8 +50,9 @@ then
     mcs -r:System.dll "$srcdir/NegClient.cs" -out:"$dll" ||
         die "mcs failed"
 fi
-cp "$srcdir/NegClient.runtimeconfig.json" "$bdir/"
 export DOTNET_MULTILEVEL_LOOKUP=0
+# exec --runtimeconfig: the config stays in srcdir (nothing to copy/clean).
+rtconf=$srcdir/NegClient.runtimeconfig.json
 
 # ---- helpers ------------------------------------------------------------
 npass=0
@@ -89,8 +90,8 @@ session() {
     done
     port=$(sed -n 's/^port=//p' "$log")
     printf '+ dotnet NegClient.dll 127.0.0.1 %s %s\n' "$port" "$*"
-    COUT=$(timeout 300 "$dotnet" "$dll" 127.0.0.1 "$port" "$@" \
-               2>"$work/$name.client.err")
+    COUT=$(timeout 300 "$dotnet" exec --runtimeconfig "$rtconf" "$dll" \
+               127.0.0.1 "$port" "$@" 2>"$work/$name.client.err")
     CRC=$?
     # The acceptor hashes after EOF (64 MiB take a few seconds in Python).
     i=0
