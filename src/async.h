@@ -5,8 +5,8 @@
  * outcome.
  *
  * Two references exist while an operation is pending: the caller's,
- * dropped by negstream__async_end, and the completer's, dropped by
- * negstream__async_complete (or negstream__async_abandon).
+ * dropped by negstream__async_end, and the completer's, dropped by the
+ * call of negstream__async_complete that wins.
  */
 #ifndef NEGSTREAM_ASYNC_H
 #define NEGSTREAM_ASYNC_H
@@ -45,8 +45,10 @@ bool negstream__async_matches(const negstream_async *ar, int kind,
 
 /* The one completion path.  The first call stores (outcome, result),
  * marks the result completed, wakes the waiters and the fd, then runs the
- * callback with no library lock held, on the calling thread; later calls
- * do nothing and return false.  Always drops the completer's ref. */
+ * callback with no library lock held, on the calling thread, and drops
+ * the completer's ref; it returns true.  Later calls do nothing (they drop
+ * no ref, so a loser must hold a reference of its own, e.g. the caller's)
+ * and return false. */
 bool negstream__async_complete(negstream_async *ar,
                                const negstream_error *outcome,
                                ssize_t result, bool synchronously);

@@ -38,4 +38,11 @@ bool negstream__pool_is_worker(const negstream_pool *p);
  * NEGSTREAM_THREADS (else from the CPU count).  NULL with err on failure. */
 negstream_pool *negstream__pool_default(negstream_error *err);
 
+/* For tests: how long a worker above min_threads stays idle before it
+ * exits (default 10 s).  Values below 1 are taken as 1. */
+void negstream__pool_set_idle_ms(negstream_pool *p, int ms);
+
+/* For tests and tracing: the number of live workers of p. */
+unsigned negstream__pool_threads(negstream_pool *p);
+
 #endif
