@@ -284,6 +284,9 @@ def main():
                    "instead of done")
     p.add_argument("--error-le", action="store_true",
                    help="test hook: send error codes little-endian")
+    p.add_argument("--timeout", type=float, default=120, metavar="SECONDS",
+                   help="give up when the peer is silent this long "
+                   "(default 120), so a failed peer never leaves us hanging")
     args = p.parse_args()
 
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -291,8 +294,14 @@ def main():
     lsock.bind(("127.0.0.1", args.port))
     lsock.listen(1)
     print("port=%d" % lsock.getsockname()[1], flush=True)
-    sock, _ = lsock.accept()
+    lsock.settimeout(args.timeout)
+    try:
+        sock, _ = lsock.accept()
+    except socket.timeout:
+        print("error=no connection within %gs" % args.timeout, flush=True)
+        return 1
     lsock.close()
+    sock.settimeout(args.timeout)
 
     acc = Acceptor(sock, args)
     rc = 0
