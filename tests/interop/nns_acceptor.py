@@ -207,7 +207,10 @@ class Acceptor:
             if size < MIN_FRAME or size > MAX_FRAME:
                 raise Failure("invalid frame size %d" % size)
             self.frames.append(size)
-            data = self.unprotect(recv_exact(self.sock, size, "frame") or b"")
+            body = recv_exact(self.sock, size, "frame")
+            if not body:
+                raise Failure("EOF inside a frame (after its length)")
+            data = self.unprotect(body)
             if data:
                 return data
             self.empty_frames += 1              # nns §2: skip empty frames
