@@ -27,9 +27,26 @@
 #include "negstream.h"
 #include "pool.h"
 
-/* Fork tests start threads in a forked child of a threaded process; TSan
- * would abort that child by default. */
+/*
+ * Fork tests start threads in a forked child of a threaded process.  TSan
+ * aborts that by default, and its runtime (GCC 12, LLVM 14) still lists
+ * the parent's vanished threads in the child, so a new thread that gets a
+ * dead one's stack (and so its id) kills the child.  Under TSan the child
+ * of a threaded process therefore checks everything but new threads; the
+ * default, ASan and valgrind runs cover those.
+ */
 #if defined(__SANITIZE_THREAD__)
+# define UNDER_TSAN 1
+#elif defined(__has_feature)
+# if __has_feature(thread_sanitizer)
+#  define UNDER_TSAN 1
+# endif
+#endif
+#ifndef UNDER_TSAN
+# define UNDER_TSAN 0
+#endif
+
+#if UNDER_TSAN
 const char *__tsan_default_options(void);
 const char *__tsan_default_options(void)
 {
@@ -612,7 +629,9 @@ START_TEST(test_free_from_worker)
         ctx_init(&c);
         p = negstream_pool_new(1, max, &e);
         ck_assert_ptr_nonnull(p);
-        tjob_init(&a, &c, 0, false);
+        /* a waits at the gate until b is queued behind it: once a has
+         * freed the pool, p may be gone as soon as the queue is empty. */
+        tjob_init(&a, &c, 0, true);
         a.hook = free_own_pool;
         a.pool = p;
         tjob_init(&b, &c, 1, false);
@@ -853,7 +872,10 @@ static void submit_then_wait(negstream_pool *p, int code)
     CHILD_REQUIRE(ctx_wait_ge(c, &c->done, 2), code + 1);
 }
 
-/* Grandchild: the pools were copied with no workers; both must work. */
+static tjob fork_blockers[2], fork_queued;
+
+/* Grandchild: the pools were copied with no workers and the queued job
+ * dropped; both pools must work. */
 static int after_fork_child(void *arg)
 {
     negstream_pool *p = arg;
@@ -863,8 +885,12 @@ static int after_fork_child(void *arg)
     CHILD_REQUIRE(negstream__pool_threads(p) == 0, 21);
     CHILD_REQUIRE(negstream__pool_threads(d) == 0, 22);
     CHILD_REQUIRE(!negstream__pool_is_worker(p), 23);
+    CHILD_REQUIRE(!negstream__pool_cancel(p, &fork_queued.job), 24);
+    if (UNDER_TSAN)
+        return 0;       /* see the top of the file */
     submit_then_wait(p, 30);
     submit_then_wait(d, 40);
+    CHILD_REQUIRE(fork_queued.ran == 0, 25);
     /* And a pool can still be freed (joining fresh workers). */
     negstream_pool_free(p);
     return 0;
@@ -872,11 +898,10 @@ static int after_fork_child(void *arg)
 
 static int fork_while_running_child(void *arg)
 {
-    static tjob blocker, queued;
     negstream_pool *p, *d;
     ctx c;
     pid_t pid;
-    int st;
+    int st, i;
 
     (void)arg;
     ctx_init(&c);
@@ -884,13 +909,18 @@ static int fork_while_running_child(void *arg)
     d = negstream__pool_default(NULL);
     CHILD_REQUIRE(p != NULL && d != NULL, 2);
     submit_then_wait(d, 3);              /* the default pool has workers */
-    tjob_init(&blocker, &c, 0, true);
-    CHILD_REQUIRE(negstream__pool_submit(p, &blocker.job, NULL) == 0, 5);
-    CHILD_REQUIRE(ctx_wait_ge(&c, &c.running, 1), 6);
-    /* One queued job too (max 2: p starts a second worker for it, so
-     * gate it behind the blocker by making it gated as well). */
-    tjob_init(&queued, &c, 1, true);
-    CHILD_REQUIRE(negstream__pool_submit(p, &queued.job, NULL) == 0, 7);
+    /* Both workers of p busy, a third job queued behind them. */
+    for (i = 0; i < 2; i++) {
+        tjob_init(&fork_blockers[i], &c, i, true);
+        CHILD_REQUIRE(negstream__pool_submit(p, &fork_blockers[i].job,
+                                             NULL) == 0, 5);
+    }
+    tjob_init(&fork_queued, &c, 2, false);
+    CHILD_REQUIRE(negstream__pool_submit(p, &fork_queued.job, NULL) == 0, 6);
+    /* Fork only once every worker is parked in a job or idle: ASan's
+     * allocator (GCC 12) is not fork-safe, and a thread still starting
+     * up may hold one of its locks. */
+    CHILD_REQUIRE(ctx_wait_ge(&c, &c.running, 2), 7);
 
     pid = fork();
     CHILD_REQUIRE(pid >= 0, 8);
@@ -899,10 +929,11 @@ static int fork_while_running_child(void *arg)
     CHILD_REQUIRE(waitpid(pid, &st, 0) == pid, 9);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    /* The parent's pool is untouched. */
+    /* The parent's pool is untouched: the queued job runs here. */
     ctx_open_gate(&c);
-    CHILD_REQUIRE(ctx_wait_ge(&c, &c.done, 2), 10);
-    submit_then_wait(p, 11);
+    CHILD_REQUIRE(ctx_wait_ge(&c, &c.done, 3), 10);
+    CHILD_REQUIRE(fork_queued.ran == 1, 11);
+    submit_then_wait(p, 12);
     negstream_pool_free(p);
     return 0;
 }
