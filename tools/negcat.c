@@ -364,7 +364,9 @@ struct pump {
     int wake_fd;               /* written to when this direction fails */
     atomic_bool stopping;      /* the other side failed: no more reports */
     struct progress *pg;       /* NULL: none */
-    uint64_t bytes, discarded;
+    bool out_closed;           /* out_fd went away (EPIPE) */
+    uint64_t bytes;
+    uint64_t discarded;        /* read with no output asked for */
     int rc;
 };
 
@@ -461,7 +463,8 @@ static void *pump_from_stream(void *arg)
         if (pp->pg != NULL)
             progress_add(pp->pg, (size_t)n);
         if (pp->out_fd < 0) {
-            pp->discarded += (uint64_t)n;
+            if (!pp->out_closed)
+                pp->discarded += (uint64_t)n;
             continue;
         }
         if (write_all(pp->out_fd, buf, (size_t)n) != 0) {
@@ -474,6 +477,7 @@ static void *pump_from_stream(void *arg)
             if (pp->close_out)
                 close(pp->out_fd);
             pp->out_fd = -1;
+            pp->out_closed = true;
             pp->close_out = false;
         }
     }
