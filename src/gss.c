@@ -1,1 +1,1256 @@
-/* gss.c: being written */
+/*
+ * gss.c - GSSAPI glue: mechanisms, names, credentials, the flags for each
+ * protection and impersonation level, one init/accept step, the outcome
+ * check, wrap/unwrap, and the peer's identity.
+ *
+ * No I/O and no locks here: the handshake drives negstream__gss_step, the
+ * stream serialises wrap/unwrap on one context with its gss_mu.
+ *
+ * What MIT krb5 1.20 and gss-ntlmssp 1.2 were seen to do (and what the
+ * code below relies on):
+ *  - krb5 grants CONF whenever INTEG is asked for, unless the credential
+ *    carries GSS_KRB5_CRED_NO_CI_FLAGS_X: Sign sets it so that Sign stays
+ *    sign-only (client 0x212e, acceptor 0x21ae instead of 0x213e/0x21be).
+ *  - The krb5 acceptor reports IDENTIFY exactly when the initiator asked
+ *    for it; DELEG only with a forwardable ticket.  gss-ntlmssp's acceptor
+ *    never reports IDENTIFY: as .NET's Unix shim does, an NTLM client is
+ *    treated as Identification on the server.
+ *  - gss-ntlmssp always negotiates signing, so even a None-level NTLM
+ *    context has INTEG on both sides (client 0x2a, acceptor 0x20): each
+ *    side then frames its data, consistently, as .NET on Unix does.
+ *  - gss-ntlmssp has no gss_wrap_iov; MIT's mechglue says GSS_S_UNAVAILABLE
+ *    and we fall back to gss_wrap.  Its acceptor fails an unknown user with
+ *    GSS_S_FAILURE/EACCES and a wrong password with GSS_S_FAILURE/EINVAL.
+ *  - gss_display_name of an NTLM initiator ends with a NUL byte, stripped.
+ *  - gss_acquire_cred_with_password for krb5 asks the KDC at once, so a
+ *    wrong password or an unknown principal fails there; for SPNEGO it
+ *    quietly leaves krb5 out and keeps NTLM, hence the krb5 probe below.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <gssapi/gssapi.h>
+#include <gssapi/gssapi_ext.h>
+#include <gssapi/gssapi_krb5.h>
+#include <krb5.h>
+
+#include "error.h"
+#include "frame.h"
+#include "gss.h"
+#include "trace.h"
+
+/* Static OIDs, so that nothing here has to be released. */
+static gss_OID_desc oid_spnego = {
+    6, (void *)"\x2b\x06\x01\x05\x05\x02"
+};
+static gss_OID_desc oid_krb5 = {
+    9, (void *)"\x2a\x86\x48\x86\xf7\x12\x01\x02\x02"
+};
+static gss_OID_desc oid_ntlm = {
+    10, (void *)"\x2b\x06\x01\x04\x01\x82\x37\x02\x02\x0a"
+};
+
+/* Every post-completion policy failure starts its message with this, so
+ * that negstream__gss_error_code can tell them from GSS failures and send
+ * ERROR_TRUST_FAILURE (1790) as .NET does. */
+#define POLICY_PREFIX "authentication policy not met: "
+
+/* NTLM's MakeSignature / gss_get_mic token is always 16 bytes. */
+#define NTLM_SIG_SIZE 16
+
+/* wrap_iov states */
+#define IOV_UNKNOWN 0
+#define IOV_WORKS 1
+#define IOV_UNSUPPORTED (-1)
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static bool oid_equal(gss_const_OID a, gss_const_OID b)
+{
+    return a != GSS_C_NO_OID && b != GSS_C_NO_OID &&
+           a->length == b->length &&
+           memcmp(a->elements, b->elements, a->length) == 0;
+}
+
+static gss_OID mech_oid(negstream__mech m)
+{
+    switch (m) {
+    case NEGSTREAM__MECH_KERBEROS:
+        return &oid_krb5;
+    case NEGSTREAM__MECH_NTLM:
+        return &oid_ntlm;
+    case NEGSTREAM__MECH_NEGOTIATE:
+        break;
+    }
+    return &oid_spnego;
+}
+
+static const char *mech_text(negstream__mech m)
+{
+    switch (m) {
+    case NEGSTREAM__MECH_KERBEROS:
+        return "Kerberos";
+    case NEGSTREAM__MECH_NTLM:
+        return "NTLM";
+    case NEGSTREAM__MECH_NEGOTIATE:
+        break;
+    }
+    return "Negotiate";
+}
+
+static const char *oid_text(gss_const_OID oid)
+{
+    if (oid_equal(oid, &oid_krb5))
+        return "krb5";
+    if (oid_equal(oid, &oid_ntlm))
+        return "ntlm";
+    if (oid_equal(oid, &oid_spnego))
+        return "spnego";
+    return "other";
+}
+
+static const char *level_text(negstream_protection p)
+{
+    switch (p) {
+    case NEGSTREAM_PROTECTION_NONE:
+        return "None";
+    case NEGSTREAM_PROTECTION_SIGN:
+        return "Sign";
+    case NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN:
+        return "EncryptAndSign";
+    }
+    return "?";
+}
+
+static const char *imp_text(negstream_impersonation i)
+{
+    switch (i) {
+    case NEGSTREAM_IMPERSONATION_NONE:
+        return "None";
+    case NEGSTREAM_IMPERSONATION_ANONYMOUS:
+        return "Anonymous";
+    case NEGSTREAM_IMPERSONATION_IDENTIFICATION:
+        return "Identification";
+    case NEGSTREAM_IMPERSONATION_IMPERSONATION:
+        return "Impersonation";
+    case NEGSTREAM_IMPERSONATION_DELEGATION:
+        return "Delegation";
+    }
+    return "?";
+}
+
+static bool protection_valid(negstream_protection p)
+{
+    return p == NEGSTREAM_PROTECTION_NONE || p == NEGSTREAM_PROTECTION_SIGN ||
+           p == NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+}
+
+static bool impersonation_valid(negstream_impersonation i)
+{
+    return (int)i >= (int)NEGSTREAM_IMPERSONATION_NONE &&
+           (int)i <= (int)NEGSTREAM_IMPERSONATION_DELEGATION;
+}
+
+/* "negotiate" (or NULL), "kerberos", "ntlm", in any case, as .NET's
+ * package names are. */
+static int parse_mech(const char *s, negstream__mech *m, negstream_error *err)
+{
+    if (s == NULL || strcasecmp(s, "negotiate") == 0)
+        *m = NEGSTREAM__MECH_NEGOTIATE;
+    else if (strcasecmp(s, "kerberos") == 0)
+        *m = NEGSTREAM__MECH_KERBEROS;
+    else if (strcasecmp(s, "ntlm") == 0)
+        *m = NEGSTREAM__MECH_NTLM;
+    else {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
+                           "unknown mechanism \"%.64s\" (use \"negotiate\", "
+                           "\"kerberos\" or \"ntlm\")", s);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Imports a service name: "svc/host" -> host-based "svc@host" (the FIRST
+ * '/' becomes '@', as .NET does); "svc@host" and bare names -> host-based
+ * as given; "svc/host@REALM" (an '@' after a '/') -> a Kerberos principal
+ * name, which only Kerberos can use.
+ */
+static int import_service(const char *s, gss_name_t *out, negstream_error *err)
+{
+    OM_uint32 major, minor;
+    gss_buffer_desc buf;
+    gss_OID type = GSS_C_NT_HOSTBASED_SERVICE;
+    const char *slash = strchr(s, '/');
+    char *copy = strdup(s);
+    int rc = -1;
+
+    if (copy == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory importing a name");
+        goto out;
+    }
+    if (slash != NULL && strchr(slash, '@') != NULL)
+        type = (gss_OID)GSS_KRB5_NT_PRINCIPAL_NAME;
+    else if (slash != NULL)
+        copy[slash - s] = '@';
+    buf.value = copy;
+    buf.length = strlen(copy);
+    major = gss_import_name(&minor, &buf, type, out);
+    if (GSS_ERROR(major)) {
+        negstream__err_gss(err, NEGSTREAM_E_AUTHENTICATION,
+                           "gss_import_name of the service name", major,
+                           minor);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(copy);
+    return rc;
+}
+
+/* Kerberos errors from the KDC or the ccache that mean "these credentials
+ * are wrong or unusable", as opposed to "Kerberos is not available". */
+static bool krb5_bad_credentials(OM_uint32 minor)
+{
+    switch ((krb5_error_code)minor) {
+    case KRB5KDC_ERR_PREAUTH_FAILED:
+    case KRB5KRB_AP_ERR_BAD_INTEGRITY:
+    case KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN:
+    case KRB5KDC_ERR_CLIENT_REVOKED:
+    case KRB5KDC_ERR_KEY_EXP:
+    case KRB5KDC_ERR_NAME_EXP:
+    case KRB5KDC_ERR_CLIENT_NOTYET:
+    case KRB5_PREAUTH_FAILED:
+    case KRB5KRB_AP_ERR_TKT_EXPIRED:
+    case KRB5_FCC_NOFILE:
+    case KRB5_CC_NOTFOUND:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The status for a failed credential acquisition or context step. */
+static negstream_status cred_status(OM_uint32 major, OM_uint32 minor)
+{
+    switch (GSS_ROUTINE_ERROR(major)) {
+    case GSS_S_NO_CRED:
+    case GSS_S_DEFECTIVE_CREDENTIAL:
+    case GSS_S_CREDENTIALS_EXPIRED:
+        return NEGSTREAM_E_INVALID_CREDENTIAL;
+    default:
+        break;
+    }
+    return krb5_bad_credentials(minor) ? NEGSTREAM_E_INVALID_CREDENTIAL :
+           NEGSTREAM_E_AUTHENTICATION;
+}
+
+/* ---- client ------------------------------------------------------------ */
+
+/* Asks MIT not to add CONF/INTEG by itself (nns.md §0).  A mechanism that
+ * does not know the option (NTLM) is no reason to fail. */
+static void set_no_ci_flags(gss_cred_id_t cred)
+{
+#if HAVE_GSS_SET_CRED_OPTION && HAVE_DECL_GSS_KRB5_CRED_NO_CI_FLAGS_X
+    OM_uint32 major, minor;
+    gss_buffer_desc empty = GSS_C_EMPTY_BUFFER;
+
+    major = gss_set_cred_option(&minor, &cred, GSS_KRB5_CRED_NO_CI_FLAGS_X,
+                                &empty);
+    NEGSTREAM__TRACE("gss: GSS_KRB5_CRED_NO_CI_FLAGS_X %s (major 0x%x)",
+                     GSS_ERROR(major) ? "not accepted" : "set",
+                     (unsigned)major);
+#else
+    (void)cred;
+#endif
+}
+
+/*
+ * The initiator name: "DOMAIN\user" is split when no domain is given;
+ * "user@DOMAIN" when the user has no '@' and the domain is not empty.
+ * Returns a malloc'd string or NULL (err set).
+ */
+static char *initiator_name(const char *user, const char *domain,
+                            negstream_error *err)
+{
+    const char *bs = strchr(user, '\\');
+    char *dom = NULL, *name = NULL;
+    const char *u = user;
+
+    if (domain == NULL && bs != NULL) {
+        dom = strndup(user, (size_t)(bs - user));
+        if (dom == NULL)
+            goto nomem;
+        domain = dom;
+        u = bs + 1;
+    }
+    if (strchr(u, '@') == NULL && domain != NULL && domain[0] != '\0') {
+        if (asprintf(&name, "%s@%s", u, domain) < 0) {
+            name = NULL;
+            goto nomem;
+        }
+    } else {
+        name = strdup(u);
+        if (name == NULL)
+            goto nomem;
+    }
+    free(dom);
+    return name;
+nomem:
+    free(dom);
+    negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                       "out of memory building the user name");
+    return NULL;
+}
+
+/*
+ * SPNEGO with a password quietly drops krb5 when the KDC refuses the
+ * password and goes on with NTLM, which then fails at the server with an
+ * obscure error.  Asking for a krb5 credential first tells a wrong
+ * password or an unknown principal apart from "no Kerberos here" (e.g. an
+ * NTLM domain that is no realm), which must still fall back to NTLM.
+ */
+static int probe_krb5_password(gss_name_t name, gss_buffer_t pw,
+                               negstream_error *err)
+{
+    OM_uint32 major, minor, tmp;
+    gss_OID_set_desc set = { 1, &oid_krb5 };
+    gss_cred_id_t cred = GSS_C_NO_CREDENTIAL;
+
+    major = gss_acquire_cred_with_password(&minor, name, pw, 0, &set,
+                                           GSS_C_INITIATE, &cred, NULL,
+                                           NULL);
+    if (!GSS_ERROR(major)) {
+        gss_release_cred(&tmp, &cred);
+        return 0;
+    }
+    if (krb5_bad_credentials(minor)) {
+        negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                           "acquiring Kerberos credentials with the "
+                           "password", major, minor);
+        return -1;
+    }
+    NEGSTREAM__TRACE("gss: no Kerberos for this user (major 0x%x, minor "
+                     "%u): SPNEGO may use NTLM", (unsigned)major,
+                     (unsigned)minor);
+    return 0;
+}
+
+static int client_creds(negstream__gss *g, const negstream_client_options *o,
+                        negstream_error *err)
+{
+    OM_uint32 major, minor, tmp;
+    gss_OID_set_desc set = { 1, mech_oid(g->mech) };
+    gss_name_t name = GSS_C_NO_NAME;
+    gss_buffer_desc buf, pw;
+    bool no_ci = g->protection == NEGSTREAM_PROTECTION_SIGN &&
+                 g->mech != NEGSTREAM__MECH_NTLM;
+    char *uname = NULL;
+    int rc = -1;
+
+    if (o->user == NULL) {
+        if (!no_ci) {
+            /* GSS_C_NO_CREDENTIAL: the default ccache, resolved by the
+             * first step, which reports missing tickets itself. */
+            rc = 0;
+            goto out;
+        }
+        major = gss_acquire_cred(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE,
+                                 &set, GSS_C_INITIATE, &g->cred, NULL, NULL);
+        if (GSS_ERROR(major)) {
+            negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                               "acquiring the default credentials", major,
+                               minor);
+            goto out;
+        }
+        set_no_ci_flags(g->cred);
+        rc = 0;
+        goto out;
+    }
+
+    uname = initiator_name(o->user, o->domain, err);
+    if (uname == NULL)
+        goto out;
+    buf.value = uname;
+    buf.length = strlen(uname);
+    major = gss_import_name(&minor, &buf, GSS_C_NT_USER_NAME, &name);
+    if (GSS_ERROR(major)) {
+        negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                           "gss_import_name of the user name", major, minor);
+        goto out;
+    }
+    if (o->password == NULL) {
+        /* A named user without a password: that user's ticket in a
+         * ccache collection, or the client keytab. */
+        major = gss_acquire_cred(&minor, name, GSS_C_INDEFINITE, &set,
+                                 GSS_C_INITIATE, &g->cred, NULL, NULL);
+        if (GSS_ERROR(major)) {
+            negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                               "acquiring credentials for the user", major,
+                               minor);
+            goto out;
+        }
+    } else {
+        pw.value = (void *)o->password;
+        pw.length = strlen(o->password);
+        if (g->mech == NEGSTREAM__MECH_NEGOTIATE &&
+            probe_krb5_password(name, &pw, err) < 0)
+            goto out;
+        major = gss_acquire_cred_with_password(&minor, name, &pw, 0, &set,
+                                               GSS_C_INITIATE, &g->cred,
+                                               NULL, NULL);
+        if (GSS_ERROR(major)) {
+            negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                               "acquiring credentials with the password",
+                               major, minor);
+            goto out;
+        }
+    }
+    if (no_ci)
+        set_no_ci_flags(g->cred);
+    NEGSTREAM__TRACE("gss: client credentials for the given user acquired "
+                     "(%s)", mech_text(g->mech));
+    rc = 0;
+out:
+    if (name != GSS_C_NO_NAME)
+        gss_release_name(&tmp, &name);
+    free(uname);
+    return rc;
+}
+
+static OM_uint32 client_flags(negstream_protection p,
+                              negstream_impersonation i)
+{
+    OM_uint32 f = 0;
+
+    switch (p) {
+    case NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN:
+        f = GSS_C_CONF_FLAG | GSS_C_INTEG_FLAG | GSS_C_MUTUAL_FLAG |
+            GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG;
+        break;
+    case NEGSTREAM_PROTECTION_SIGN:
+        f = GSS_C_INTEG_FLAG | GSS_C_MUTUAL_FLAG | GSS_C_REPLAY_FLAG |
+            GSS_C_SEQUENCE_FLAG;
+        break;
+    case NEGSTREAM_PROTECTION_NONE:
+        break;
+    }
+    if (i == NEGSTREAM_IMPERSONATION_IDENTIFICATION)
+        f |= GSS_C_IDENTIFY_FLAG;
+    else if (i == NEGSTREAM_IMPERSONATION_DELEGATION)
+        f |= GSS_C_DELEG_FLAG;
+    return f;
+}
+
+/*
+ * Argument checks come first, in .NET's order (target, impersonation),
+ * then our own (protection, mechanism).  A NULL target is
+ * NEGSTREAM_E_ARGUMENT_NULL as in .NET; an empty one cannot name any
+ * service, and .NET only finds out at its first GSS step: we refuse it
+ * here with NEGSTREAM_E_AUTHENTICATION, before anything is sent.
+ */
+int negstream__gss_client_init(negstream__gss *g,
+                               const negstream_client_options *o,
+                               negstream_error *err)
+{
+    int rc = -1;
+
+    g->is_server = false;
+    g->ctx = GSS_C_NO_CONTEXT;
+    g->complete = false;
+    if (o == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL,
+                           "client options are NULL");
+        goto out;
+    }
+    if (o->target_name == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL,
+                           "target_name is NULL");
+        goto out;
+    }
+    if (o->impersonation != NEGSTREAM_IMPERSONATION_IDENTIFICATION &&
+        o->impersonation != NEGSTREAM_IMPERSONATION_IMPERSONATION &&
+        o->impersonation != NEGSTREAM_IMPERSONATION_DELEGATION) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
+                           "impersonation level %d is not allowed for a "
+                           "client (use Identification, Impersonation or "
+                           "Delegation)", (int)o->impersonation);
+        goto out;
+    }
+    if (!protection_valid(o->protection)) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
+                           "protection level %d is not valid",
+                           (int)o->protection);
+        goto out;
+    }
+    if (parse_mech(o->mechanism, &g->mech, err) < 0)
+        goto out;
+    if (o->target_name[0] == '\0') {
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           "target_name is empty: give the service "
+                           "principal, e.g. \"host/server.example.com\"");
+        goto out;
+    }
+    /* .NET (and MS-NNS 3.1.4.1) use the NTLM package for a None client. */
+    if (o->protection == NEGSTREAM_PROTECTION_NONE)
+        g->mech = NEGSTREAM__MECH_NTLM;
+    g->protection = o->protection;
+    g->impersonation = o->impersonation;
+    g->require_mutual = o->require_mutual_auth;
+    g->req_flags = client_flags(o->protection, o->impersonation);
+    g->target_str = strdup(o->target_name);
+    if (g->target_str == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory copying the target name");
+        goto out;
+    }
+    if (import_service(o->target_name, &g->target, err) < 0)
+        goto out;
+    if (client_creds(g, o, err) < 0)
+        goto out;
+    NEGSTREAM__TRACE("gss: client ready: %s, %s, %s, requesting flags 0x%x",
+                     mech_text(g->mech), level_text(g->protection),
+                     o->user != NULL ? "explicit credentials" :
+                     "default credentials", (unsigned)g->req_flags);
+    negstream__err_ok(err);
+    rc = 0;
+out:
+    if (rc < 0 && o != NULL)
+        negstream__gss_free(g);
+    return rc;
+}
+
+/* ---- server ------------------------------------------------------------ */
+
+static bool set_has(gss_OID_set set, gss_const_OID oid)
+{
+    size_t i;
+
+    if (set == GSS_C_NO_OID_SET)
+        return false;
+    for (i = 0; i < set->count; i++)
+        if (oid_equal(&set->elements[i], oid))
+            return true;
+    return false;
+}
+
+/*
+ * Credentials for every mechanism (so that SPNEGO and raw NTLMSSP or krb5
+ * tokens are all accepted, as .NET's acceptor does).  MIT succeeds as
+ * soon as one mechanism has credentials, and gss-ntlmssp always has some;
+ * so when Kerberos is evidently wanted (a service name is given, or the
+ * mechanism is "kerberos") and krb5 is missing from the set, krb5 is asked
+ * alone to report why (usually: no keytab entry).
+ */
+int negstream__gss_server_init(negstream__gss *g,
+                               const negstream_server_options *o,
+                               negstream_error *err)
+{
+    OM_uint32 major, minor, tmp;
+    gss_name_t name = GSS_C_NO_NAME;
+    gss_OID_set actual = GSS_C_NO_OID_SET;
+    gss_OID need = GSS_C_NO_OID;
+    int rc = -1;
+
+    g->is_server = true;
+    g->ctx = GSS_C_NO_CONTEXT;
+    g->complete = false;
+    if (o == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL,
+                           "server options are NULL");
+        goto out;
+    }
+    if (!impersonation_valid(o->impersonation)) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
+                           "impersonation level %d is not valid",
+                           (int)o->impersonation);
+        goto out;
+    }
+    if (!protection_valid(o->protection)) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
+                           "protection level %d is not valid",
+                           (int)o->protection);
+        goto out;
+    }
+    if (parse_mech(o->mechanism, &g->mech, err) < 0)
+        goto out;
+    g->protection = o->protection;
+    g->impersonation = o->impersonation;
+    if (o->service_name != NULL && o->service_name[0] != '\0' &&
+        import_service(o->service_name, &name, err) < 0)
+        goto out;
+    if (g->mech == NEGSTREAM__MECH_NTLM)
+        need = &oid_ntlm;
+    else if (name != GSS_C_NO_NAME || g->mech == NEGSTREAM__MECH_KERBEROS)
+        need = &oid_krb5;
+
+    major = gss_acquire_cred(&minor, name, GSS_C_INDEFINITE,
+                             GSS_C_NO_OID_SET, GSS_C_ACCEPT, &g->cred,
+                             &actual, NULL);
+    if (GSS_ERROR(major)) {
+        negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                           "acquiring the acceptor credentials", major,
+                           minor);
+        goto out;
+    }
+    if (need != GSS_C_NO_OID && !set_has(actual, need)) {
+        gss_OID_set_desc one = { 1, need };
+        gss_cred_id_t probe = GSS_C_NO_CREDENTIAL;
+
+        major = gss_acquire_cred(&minor, name, GSS_C_INDEFINITE, &one,
+                                 GSS_C_ACCEPT, &probe, NULL, NULL);
+        if (!GSS_ERROR(major)) {
+            /* Raced with a keytab update: fine, use the full set. */
+            gss_release_cred(&tmp, &probe);
+        } else {
+            negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                               need == &oid_krb5 ?
+                               "acquiring the Kerberos acceptor credentials"
+                               : "acquiring the NTLM acceptor credentials",
+                               major, minor);
+            goto out;
+        }
+    }
+    NEGSTREAM__TRACE("gss: server ready for %s (%s), requiring %s and %s",
+                     o->service_name != NULL ? o->service_name :
+                     "any service in the keytab", mech_text(g->mech),
+                     level_text(g->protection), imp_text(g->impersonation));
+    negstream__err_ok(err);
+    rc = 0;
+out:
+    if (actual != GSS_C_NO_OID_SET)
+        gss_release_oid_set(&tmp, &actual);
+    if (name != GSS_C_NO_NAME)
+        gss_release_name(&tmp, &name);
+    if (rc < 0 && o != NULL)
+        negstream__gss_free(g);
+    return rc;
+}
+
+/* ---- one step ---------------------------------------------------------- */
+
+/* The client principal as text, without the NUL gss-ntlmssp appends. */
+static int server_peer_name(negstream__gss *g, negstream_error *err)
+{
+    OM_uint32 major, minor, tmp;
+    gss_name_t src = GSS_C_NO_NAME;
+    gss_buffer_desc text = GSS_C_EMPTY_BUFFER;
+    size_t len;
+    int rc = -1;
+
+    major = gss_inquire_context(&minor, g->ctx, &src, NULL, NULL, NULL, NULL,
+                                NULL, NULL);
+    if (GSS_ERROR(major)) {
+        negstream__err_gss(err, NEGSTREAM_E_AUTHENTICATION,
+                           "gss_inquire_context", major, minor);
+        goto out;
+    }
+    major = gss_display_name(&minor, src, &text, NULL);
+    if (GSS_ERROR(major)) {
+        negstream__err_gss(err, NEGSTREAM_E_AUTHENTICATION,
+                           "gss_display_name of the client", major, minor);
+        goto out;
+    }
+    len = text.length;
+    while (len > 0 && ((const char *)text.value)[len - 1] == '\0')
+        len--;
+    g->peer_name = strndup(text.value, len);
+    if (g->peer_name == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory copying the client name");
+        goto out;
+    }
+    rc = 0;
+out:
+    gss_release_buffer(&tmp, &text);
+    if (src != GSS_C_NO_NAME)
+        gss_release_name(&tmp, &src);
+    return rc;
+}
+
+/* The status for a failed acceptor step: besides the GSS credential
+ * errors, gss-ntlmssp says EACCES (unknown user) and EINVAL (wrong
+ * password) under GSS_S_FAILURE; krb5 minors are com_err codes far above
+ * errno values, so the two cannot be confused. */
+static negstream_status accept_status(OM_uint32 major, OM_uint32 minor)
+{
+    if (GSS_ROUTINE_ERROR(major) == GSS_S_FAILURE &&
+        (minor == EACCES || minor == EINVAL))
+        return NEGSTREAM_E_INVALID_CREDENTIAL;
+    return cred_status(major, minor);
+}
+
+int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
+                        gss_buffer_desc *out, negstream_error *err)
+{
+    OM_uint32 major, minor, tmp, flags = 0;
+    gss_buffer_desc inb;
+    gss_OID actual = GSS_C_NO_OID;
+
+    out->length = 0;
+    out->value = NULL;
+    if (g->complete) {
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           "internal error: the security context is "
+                           "already complete");
+        return -1;
+    }
+    inb.value = (void *)in;
+    inb.length = in_len;
+    if (!g->is_server) {
+        major = gss_init_sec_context(&minor, g->cred, &g->ctx, g->target,
+                                     mech_oid(g->mech), g->req_flags, 0,
+                                     GSS_C_NO_CHANNEL_BINDINGS,
+                                     in_len > 0 ? &inb : GSS_C_NO_BUFFER,
+                                     &actual, out, &flags, NULL);
+    } else {
+        major = gss_accept_sec_context(&minor, &g->ctx, g->cred, &inb,
+                                       GSS_C_NO_CHANNEL_BINDINGS, NULL,
+                                       &actual, out, &flags, NULL, NULL);
+    }
+    if (GSS_ERROR(major)) {
+        /* A krb5 acceptor may hand out a KRB-ERROR token; MS-NNS sends
+         * an error message instead, so it is dropped. */
+        gss_release_buffer(&tmp, out);
+        if (g->is_server)
+            negstream__err_gss(err, accept_status(major, minor),
+                               "accepting the client's token", major, minor);
+        else
+            negstream__err_gss(err, cred_status(major, minor),
+                               in_len > 0 ?
+                               "processing the server's token" :
+                               "creating the first token", major, minor);
+        NEGSTREAM__TRACE("gss: %s step failed (major 0x%x, minor %u)",
+                         g->is_server ? "accept" : "init", (unsigned)major,
+                         (unsigned)minor);
+        return -1;
+    }
+    if (out->length > NEGSTREAM__HS_MAX_PAYLOAD) {
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           "the GSSAPI token of %zu bytes does not fit in "
+                           "a handshake message (at most %u bytes)",
+                           out->length, (unsigned)NEGSTREAM__HS_MAX_PAYLOAD);
+        gss_release_buffer(&tmp, out);
+        return -1;
+    }
+    NEGSTREAM__TRACE("gss: %s step: %s, %zu bytes in, %zu bytes out",
+                     g->is_server ? "accept" : "init",
+                     (major & GSS_S_CONTINUE_NEEDED) ? "continue needed" :
+                     "complete", in_len, out->length);
+    if (major & GSS_S_CONTINUE_NEEDED)
+        return 1;
+
+    g->complete = true;
+    g->ret_flags = flags;
+    g->actual_mech = actual;
+    g->is_ntlm = oid_equal(actual, &oid_ntlm);
+    if (g->is_server) {
+        if (server_peer_name(g, err) < 0)
+            goto fail;
+    } else {
+        g->peer_name = strdup(g->target_str);
+        if (g->peer_name == NULL) {
+            negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                               "out of memory copying the target name");
+            goto fail;
+        }
+    }
+    NEGSTREAM__TRACE("gss: context complete: mech %s, flags 0x%x "
+                     "(%s%s%s%s%s%s)", oid_text(actual), (unsigned)flags,
+                     (flags & GSS_C_CONF_FLAG) ? "conf " : "",
+                     (flags & GSS_C_INTEG_FLAG) ? "integ " : "",
+                     (flags & GSS_C_MUTUAL_FLAG) ? "mutual " : "",
+                     (flags & GSS_C_IDENTIFY_FLAG) ? "identify " : "",
+                     (flags & GSS_C_DELEG_FLAG) ? "deleg " : "",
+                     (flags & (GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG)) ?
+                     "replay/sequence" : "");
+    return 0;
+fail:
+    gss_release_buffer(&tmp, out);
+    return -1;
+}
+
+void negstream__gss_release(gss_buffer_desc *buf)
+{
+    OM_uint32 minor;
+
+    if (buf != NULL && buf->value != NULL)
+        gss_release_buffer(&minor, buf);
+    if (buf != NULL) {
+        buf->value = NULL;
+        buf->length = 0;
+    }
+}
+
+/* ---- outcome ----------------------------------------------------------- */
+
+static negstream_protection achieved_level(const negstream__gss *g)
+{
+    if (g->ret_flags & GSS_C_CONF_FLAG)
+        return NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+    if (g->ret_flags & GSS_C_INTEG_FLAG)
+        return NEGSTREAM_PROTECTION_SIGN;
+    return NEGSTREAM_PROTECTION_NONE;
+}
+
+/*
+ * nns.md §3 / dotnet-behaviour.md §5.6: server impersonation first, then
+ * the protection level (both roles), then our own additions: the server's
+ * explicit mechanism and the client's require_mutual_auth.
+ *
+ * Impersonation with MIT: the krb5 acceptor reports IDENTIFY only when the
+ * client asked for it, and no flag means "Impersonation", which is above
+ * Identification; so the default requirement (Identification) is met by
+ * every client, MIT or .NET.  Only a server requiring Delegation needs a
+ * client that asked for, and got, a delegated ticket.
+ */
+int negstream__gss_check_outcome(const negstream__gss *g,
+                                 negstream_error *err)
+{
+    negstream_protection got = achieved_level(g);
+
+    if (g->is_server) {
+        negstream_impersonation imp = negstream__gss_impersonation(g);
+
+        if ((int)imp < (int)g->impersonation) {
+            negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                               POLICY_PREFIX "the client allows "
+                               "impersonation level %s, the server requires "
+                               "%s", imp_text(imp),
+                               imp_text(g->impersonation));
+            return -1;
+        }
+    }
+    if (g->protection != NEGSTREAM_PROTECTION_NONE &&
+        (int)got < (int)g->protection) {
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           POLICY_PREFIX "the remote side did not grant the "
+                           "required protection level (required %s, got %s)",
+                           level_text(g->protection), level_text(got));
+        return -1;
+    }
+    if (g->is_server && g->mech != NEGSTREAM__MECH_NEGOTIATE &&
+        !oid_equal(g->actual_mech, mech_oid(g->mech))) {
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           POLICY_PREFIX "the client used %s, the server "
+                           "requires %s", oid_text(g->actual_mech),
+                           mech_text(g->mech));
+        return -1;
+    }
+    if (!g->is_server && g->require_mutual && !negstream__gss_is_mutual(g)) {
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           POLICY_PREFIX "mutual authentication was "
+                           "required but not granted%s",
+                           g->is_ntlm ? " (NTLM cannot provide it)" : "");
+        return -1;
+    }
+    NEGSTREAM__TRACE("gss: outcome accepted: %s, %s", level_text(got),
+                     imp_text(negstream__gss_impersonation(g)));
+    return 0;
+}
+
+uint32_t negstream__gss_error_code(const negstream_error *failure)
+{
+    if (failure == NULL)
+        return NEGSTREAM__ERR_INTERNAL;
+    if (failure->code == NEGSTREAM_E_INVALID_CREDENTIAL)
+        return NEGSTREAM__ERR_LOGON_DENIED;
+    if (failure->code == NEGSTREAM_E_AUTHENTICATION &&
+        strncmp(failure->message, POLICY_PREFIX,
+                sizeof(POLICY_PREFIX) - 1) == 0)
+        return NEGSTREAM__ERR_TRUST_FAILURE;
+    return NEGSTREAM__ERR_INTERNAL;
+}
+
+/* ---- properties -------------------------------------------------------- */
+
+bool negstream__gss_is_encrypted(const negstream__gss *g)
+{
+    return g->complete && (g->ret_flags & GSS_C_CONF_FLAG) != 0;
+}
+
+bool negstream__gss_is_signed(const negstream__gss *g)
+{
+    return g->complete &&
+           (g->ret_flags & (GSS_C_INTEG_FLAG | GSS_C_CONF_FLAG)) != 0;
+}
+
+bool negstream__gss_is_mutual(const negstream__gss *g)
+{
+    return g->complete && (g->ret_flags & GSS_C_MUTUAL_FLAG) != 0 &&
+           !g->is_ntlm;
+}
+
+bool negstream__gss_is_framed(const negstream__gss *g)
+{
+    return negstream__gss_is_signed(g);
+}
+
+/* As .NET computes it; on the server an NTLM client counts as
+ * Identification, because gss-ntlmssp never reports IDENTIFY and .NET's
+ * Unix shim adds it (so a server requiring Identification accepts NTLM
+ * and one requiring Impersonation does not, as with .NET). */
+negstream_impersonation negstream__gss_impersonation(const negstream__gss *g)
+{
+    if (!g->complete)
+        return NEGSTREAM_IMPERSONATION_NONE;
+    if ((g->ret_flags & GSS_C_DELEG_FLAG) && !g->is_ntlm)
+        return NEGSTREAM_IMPERSONATION_DELEGATION;
+    if ((g->ret_flags & GSS_C_IDENTIFY_FLAG) || (g->is_server && g->is_ntlm))
+        return NEGSTREAM_IMPERSONATION_IDENTIFICATION;
+    return NEGSTREAM_IMPERSONATION_IMPERSONATION;
+}
+
+const char *negstream__gss_auth_type(const negstream__gss *g)
+{
+    if (!g->complete)
+        return mech_text(g->mech);
+    if (g->is_ntlm)
+        return "NTLM";
+    if (oid_equal(g->actual_mech, &oid_krb5))
+        return "Kerberos";
+    return "Negotiate";
+}
+
+/* ---- per-message protection -------------------------------------------- */
+
+static bool conf_granted(const negstream__gss *g)
+{
+    return (g->ret_flags & GSS_C_CONF_FLAG) != 0;
+}
+
+/* .NET's layout for NTLM without confidentiality (dotnet-behaviour.md
+ * §5.4): the 16-byte signature from gss_get_mic, then the plaintext. */
+static ssize_t wrap_mic(negstream__gss *g, const void *in, size_t len,
+                        uint8_t *out, size_t cap, negstream_error *err)
+{
+    OM_uint32 major, minor, tmp;
+    gss_buffer_desc msg, mic = GSS_C_EMPTY_BUFFER;
+    ssize_t rc = -1;
+
+    msg.value = (void *)in;
+    msg.length = len;
+    major = gss_get_mic(&minor, g->ctx, GSS_C_QOP_DEFAULT, &msg, &mic);
+    if (major != GSS_S_COMPLETE) {
+        negstream__err_gss(err, NEGSTREAM_E_IO,
+                           "write failed: could not sign the data", major,
+                           minor);
+        goto out;
+    }
+    if (mic.length != NTLM_SIG_SIZE || cap < NTLM_SIG_SIZE + len) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "write failed: could not sign the data: "
+                           "signature of %zu bytes (expected %d) or no room "
+                           "(%zu bytes for %zu)", mic.length, NTLM_SIG_SIZE,
+                           cap, len);
+        goto out;
+    }
+    memcpy(out, mic.value, NTLM_SIG_SIZE);
+    memmove(out + NTLM_SIG_SIZE, in, len);
+    rc = (ssize_t)(NTLM_SIG_SIZE + len);
+out:
+    gss_release_buffer(&tmp, &mic);
+    return rc;
+}
+
+#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH
+/*
+ * Wraps straight into the caller's buffer: HEADER | DATA | PADDING |
+ * TRAILER laid end to end is the same token gss_wrap would produce (for
+ * RFC 4121 with a separate trailer MIT writes RRC 0).  Returns -2 when the
+ * mechanism has no IOV support (the caller falls back and remembers).
+ */
+static ssize_t wrap_iov(negstream__gss *g, const void *in, size_t len,
+                        uint8_t *out, size_t cap, negstream_error *err)
+{
+    OM_uint32 major, minor;
+    gss_iov_buffer_desc iov[4];
+    int conf = conf_granted(g), conf_state = 0;
+    size_t total;
+
+    memset(iov, 0, sizeof(iov));
+    iov[0].type = GSS_IOV_BUFFER_TYPE_HEADER;
+    iov[1].type = GSS_IOV_BUFFER_TYPE_DATA;
+    iov[1].buffer.length = len;
+    iov[2].type = GSS_IOV_BUFFER_TYPE_PADDING;
+    iov[3].type = GSS_IOV_BUFFER_TYPE_TRAILER;
+    major = gss_wrap_iov_length(&minor, g->ctx, conf, GSS_C_QOP_DEFAULT,
+                                &conf_state, iov, 4);
+    if (GSS_ROUTINE_ERROR(major) == GSS_S_UNAVAILABLE ||
+        GSS_ROUTINE_ERROR(major) == GSS_S_BAD_MECH)
+        return -2;
+    if (major != GSS_S_COMPLETE) {
+        negstream__err_gss(err, NEGSTREAM_E_IO,
+                           "write failed: could not encrypt/sign the data",
+                           major, minor);
+        return -1;
+    }
+    total = iov[0].buffer.length + len + iov[2].buffer.length +
+            iov[3].buffer.length;
+    if (total > cap) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "write failed: a wrap token of %zu bytes does "
+                           "not fit in %zu bytes", total, cap);
+        return -1;
+    }
+    iov[0].buffer.value = out;
+    iov[1].buffer.value = out + iov[0].buffer.length;
+    iov[2].buffer.value = (uint8_t *)iov[1].buffer.value + len;
+    iov[3].buffer.value = (uint8_t *)iov[2].buffer.value +
+                          iov[2].buffer.length;
+    memmove(iov[1].buffer.value, in, len);
+    major = gss_wrap_iov(&minor, g->ctx, conf, GSS_C_QOP_DEFAULT,
+                         &conf_state, iov, 4);
+    if (major != GSS_S_COMPLETE) {
+        negstream__err_gss(err, NEGSTREAM_E_IO,
+                           "write failed: could not encrypt/sign the data",
+                           major, minor);
+        return -1;
+    }
+    if (conf && !conf_state) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "write failed: could not encrypt the data (the "
+                           "mechanism did not encrypt)");
+        return -1;
+    }
+    return (ssize_t)total;
+}
+#endif
+
+static ssize_t wrap_plain(negstream__gss *g, const void *in, size_t len,
+                          uint8_t *out, size_t cap, negstream_error *err)
+{
+    OM_uint32 major, minor, tmp;
+    gss_buffer_desc msg, tok = GSS_C_EMPTY_BUFFER;
+    int conf = conf_granted(g), conf_state = 0;
+    ssize_t rc = -1;
+
+    msg.value = (void *)in;
+    msg.length = len;
+    major = gss_wrap(&minor, g->ctx, conf, GSS_C_QOP_DEFAULT, &msg,
+                     &conf_state, &tok);
+    if (major != GSS_S_COMPLETE) {
+        negstream__err_gss(err, NEGSTREAM_E_IO,
+                           "write failed: could not encrypt/sign the data",
+                           major, minor);
+        goto out;
+    }
+    if (conf && !conf_state) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "write failed: could not encrypt the data (the "
+                           "mechanism did not encrypt)");
+        goto out;
+    }
+    if (tok.length > cap) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "write failed: a wrap token of %zu bytes does "
+                           "not fit in %zu bytes", tok.length, cap);
+        goto out;
+    }
+    memcpy(out, tok.value, tok.length);
+    rc = (ssize_t)tok.length;
+out:
+    gss_release_buffer(&tmp, &tok);
+    return rc;
+}
+
+ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
+                            void *out, size_t cap, negstream_error *err)
+{
+    ssize_t n;
+
+    if (!g->complete || g->ctx == GSS_C_NO_CONTEXT) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "write failed: no established security context");
+        return -1;
+    }
+    if (g->is_ntlm && !conf_granted(g))
+        return wrap_mic(g, in, len, out, cap, err);
+#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH
+    if (g->wrap_iov != IOV_UNSUPPORTED) {
+        n = wrap_iov(g, in, len, out, cap, err);
+        if (n != -2) {
+            g->wrap_iov = IOV_WORKS;
+            return n;
+        }
+        NEGSTREAM__TRACE("gss: no gss_wrap_iov for this mechanism, using "
+                         "gss_wrap");
+        g->wrap_iov = IOV_UNSUPPORTED;
+    }
+#endif
+    n = wrap_plain(g, in, len, out, cap, err);
+    return n;
+}
+
+/* Any status but a plain GSS_S_COMPLETE fails an unwrap: a duplicate, old,
+ * unsequenced or gap token is a replay or a reordering, and such data
+ * must never reach the reader. */
+static ssize_t unwrap_failed(OM_uint32 major, OM_uint32 minor,
+                             negstream_error *err)
+{
+    negstream__err_gss(err, NEGSTREAM_E_IO,
+                       "read failed: could not decrypt/verify the frame",
+                       major, minor);
+    NEGSTREAM__TRACE("gss: unwrap failed (major 0x%x, minor %u)",
+                     (unsigned)major, (unsigned)minor);
+    return -1;
+}
+
+static ssize_t unwrap_mic(negstream__gss *g, uint8_t *buf, size_t len,
+                          size_t *plain_off, negstream_error *err)
+{
+    OM_uint32 major, minor;
+    gss_buffer_desc msg, mic;
+
+    if (len < NTLM_SIG_SIZE) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "read failed: could not decrypt/verify the frame: "
+                           "%zu bytes, shorter than an NTLM signature", len);
+        return -1;
+    }
+    mic.value = buf;
+    mic.length = NTLM_SIG_SIZE;
+    msg.value = buf + NTLM_SIG_SIZE;
+    msg.length = len - NTLM_SIG_SIZE;
+    major = gss_verify_mic(&minor, g->ctx, &msg, &mic, NULL);
+    if (major != GSS_S_COMPLETE)
+        return unwrap_failed(major, minor, err);
+    *plain_off = NTLM_SIG_SIZE;
+    return (ssize_t)(len - NTLM_SIG_SIZE);
+}
+
+#if HAVE_GSS_UNWRAP_IOV
+/* In place: the mechanism points DATA into the token.  -2: no IOV. */
+static ssize_t unwrap_iov(negstream__gss *g, uint8_t *buf, size_t len,
+                          size_t *plain_off, negstream_error *err)
+{
+    OM_uint32 major, minor, tmp;
+    gss_iov_buffer_desc iov[2];
+    int conf_state = 0;
+    gss_qop_t qop = 0;
+    size_t n;
+
+    memset(iov, 0, sizeof(iov));
+    iov[0].type = GSS_IOV_BUFFER_TYPE_STREAM;
+    iov[0].buffer.value = buf;
+    iov[0].buffer.length = len;
+    iov[1].type = GSS_IOV_BUFFER_TYPE_DATA;
+    major = gss_unwrap_iov(&minor, g->ctx, &conf_state, &qop, iov, 2);
+    if (GSS_ROUTINE_ERROR(major) == GSS_S_UNAVAILABLE ||
+        GSS_ROUTINE_ERROR(major) == GSS_S_BAD_MECH)
+        return -2;
+    if (major != GSS_S_COMPLETE) {
+        gss_release_iov_buffer(&tmp, iov, 2);
+        return unwrap_failed(major, minor, err);
+    }
+    n = iov[1].buffer.length;
+    if (iov[1].type & GSS_IOV_BUFFER_FLAG_ALLOCATED) {
+        /* Not in place after all: the plaintext is never longer than its
+         * token, so it fits at the front of buf. */
+        memmove(buf, iov[1].buffer.value, n);
+        gss_release_iov_buffer(&tmp, iov, 2);
+        *plain_off = 0;
+    } else if (n == 0) {
+        *plain_off = 0;
+    } else {
+        *plain_off = (size_t)((uint8_t *)iov[1].buffer.value - buf);
+    }
+    return (ssize_t)n;
+}
+#endif
+
+static ssize_t unwrap_plain(negstream__gss *g, uint8_t *buf, size_t len,
+                            size_t *plain_off, negstream_error *err)
+{
+    OM_uint32 major, minor, tmp;
+    gss_buffer_desc tok, msg = GSS_C_EMPTY_BUFFER;
+    int conf_state = 0;
+    gss_qop_t qop = 0;
+    ssize_t rc = -1;
+
+    tok.value = buf;
+    tok.length = len;
+    major = gss_unwrap(&minor, g->ctx, &tok, &msg, &conf_state, &qop);
+    if (major != GSS_S_COMPLETE) {
+        rc = unwrap_failed(major, minor, err);
+        goto out;
+    }
+    if (msg.length > len) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "read failed: could not decrypt/verify the frame: "
+                           "%zu bytes of plaintext from a %zu-byte token",
+                           msg.length, len);
+        goto out;
+    }
+    if (msg.length > 0)
+        memcpy(buf, msg.value, msg.length);
+    *plain_off = 0;
+    rc = (ssize_t)msg.length;
+out:
+    gss_release_buffer(&tmp, &msg);
+    return rc;
+}
+
+/* conf_state is not checked, as .NET does not: the peer chose, and the
+ * frame's integrity was verified either way. */
+ssize_t negstream__gss_unwrap(negstream__gss *g, uint8_t *buf, size_t len,
+                              size_t *plain_off, negstream_error *err)
+{
+    ssize_t n;
+
+    *plain_off = 0;
+    if (!g->complete || g->ctx == GSS_C_NO_CONTEXT) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "read failed: no established security context");
+        return -1;
+    }
+    if (g->is_ntlm && !conf_granted(g))
+        return unwrap_mic(g, buf, len, plain_off, err);
+#if HAVE_GSS_UNWRAP_IOV
+    if (g->wrap_iov != IOV_UNSUPPORTED) {
+        n = unwrap_iov(g, buf, len, plain_off, err);
+        if (n != -2) {
+            g->wrap_iov = IOV_WORKS;
+            return n;
+        }
+        NEGSTREAM__TRACE("gss: no gss_unwrap_iov for this mechanism, using "
+                         "gss_unwrap");
+        g->wrap_iov = IOV_UNSUPPORTED;
+    }
+#endif
+    n = unwrap_plain(g, buf, len, plain_off, err);
+    return n;
+}
+
+/* ---- teardown ---------------------------------------------------------- */
+
+void negstream__gss_free(negstream__gss *g)
+{
+    OM_uint32 minor;
+
+    if (g == NULL)
+        return;
+    if (g->ctx != GSS_C_NO_CONTEXT)
+        gss_delete_sec_context(&minor, &g->ctx, GSS_C_NO_BUFFER);
+    if (g->cred != GSS_C_NO_CREDENTIAL)
+        gss_release_cred(&minor, &g->cred);
+    if (g->target != GSS_C_NO_NAME)
+        gss_release_name(&minor, &g->target);
+    g->ctx = GSS_C_NO_CONTEXT;
+    g->cred = GSS_C_NO_CREDENTIAL;
+    g->target = GSS_C_NO_NAME;
+    free(g->target_str);
+    free(g->peer_name);
+    g->target_str = NULL;
+    g->peer_name = NULL;
+    g->complete = false;
+    g->ret_flags = 0;
+    g->actual_mech = GSS_C_NO_OID;
+    g->is_ntlm = false;
+    g->wrap_iov = IOV_UNKNOWN;
+}

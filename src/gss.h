@@ -40,6 +40,8 @@ typedef struct negstream__gss {
     char           *target_str;      /* client: target as given */
     char           *peer_name;       /* server: client's principal; client:
                                         the target as given (as .NET) */
+    int             wrap_iov;        /* 0 not tried, 1 gss_wrap_iov works,
+                                        -1 the mechanism has none (NTLM) */
 } negstream__gss;
 
 /* Prepares a client context: mechanism from o->mechanism (NULL or
