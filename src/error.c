@@ -198,7 +198,7 @@ static const struct {
     { "Key table entry not found",
       "(is the service principal in the keytab? see KRB5_KTNAME)" },
     { "Key table file",
-      "(is the keytab readable? see KRB5_KTNAME)" },
+      "(no such keytab, or not readable: see KRB5_KTNAME)" },
     { "Server not found in Kerberos database",
       "(unknown service principal: is the target name registered "
       "in the KDC?)" },
