@@ -1069,6 +1069,14 @@ ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
                            "write failed: no established security context");
         return -1;
     }
+    if (g->is_ntlm && len == 0) {
+        /* gss-ntlmssp refuses empty messages (and the stream never sends
+         * one: a 0-byte write sends nothing). */
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "write failed: NTLM cannot sign or encrypt an "
+                           "empty message");
+        return -1;
+    }
     if (g->is_ntlm && !conf_granted(g))
         return wrap_mic(g, in, len, out, cap, err);
 #if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH
@@ -1107,10 +1115,12 @@ static ssize_t unwrap_mic(negstream__gss *g, uint8_t *buf, size_t len,
     OM_uint32 major, minor;
     gss_buffer_desc msg, mic;
 
-    if (len < NTLM_SIG_SIZE) {
+    if (len <= NTLM_SIG_SIZE) {
+        /* gss-ntlmssp cannot verify the signature of an empty message */
         negstream__err_set(err, NEGSTREAM_E_IO,
                            "read failed: could not decrypt/verify the frame: "
-                           "%zu bytes, shorter than an NTLM signature", len);
+                           "%zu bytes, no NTLM message after the signature",
+                           len);
         return -1;
     }
     mic.value = buf;
@@ -1211,6 +1221,15 @@ ssize_t negstream__gss_unwrap(negstream__gss *g, uint8_t *buf, size_t len,
     }
     if (g->is_ntlm && !conf_granted(g))
         return unwrap_mic(g, buf, len, plain_off, err);
+    if (g->is_ntlm && len <= NTLM_SIG_SIZE) {
+        /* gss-ntlmssp refuses an empty message, and older versions do
+         * not check that the token holds a whole signature. */
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "read failed: could not decrypt/verify the frame: "
+                           "%zu bytes, no NTLM message after the signature",
+                           len);
+        return -1;
+    }
 #if HAVE_GSS_UNWRAP_IOV
     if (g->wrap_iov != IOV_UNSUPPORTED) {
         n = unwrap_iov(g, buf, len, plain_off, err);
