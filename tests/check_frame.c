@@ -18,6 +18,20 @@
 #include <gssapi/gssapi_ext.h>
 #include <gssapi/gssapi_krb5.h>
 
+#if defined(__has_feature)
+# if __has_feature(address_sanitizer)
+#  define NEGTEST_ASAN 1
+# endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(NEGTEST_ASAN)
+# include <sanitizer/lsan_interface.h>
+# define LSAN_DISABLE() __lsan_disable()
+# define LSAN_ENABLE() __lsan_enable()
+#else
+# define LSAN_DISABLE() ((void)0)
+# define LSAN_ENABLE() ((void)0)
+#endif
+
 #include "error.h"
 #include "frame.h"
 #include "trace.h"
@@ -520,21 +534,26 @@ static void minor_text(OM_uint32 code, char *out, size_t cap)
     gss_release_buffer(&minor, &text);
 }
 
-/* gss_acquire_cred of an acceptor credential for host@localhost with the
+/* gss_acquire_cred of an acceptor credential for host/localhost with the
  * krb5 mechanism only (other mechanisms might accept any name). */
 static OM_uint32 acquire_acceptor(OM_uint32 *minor)
 {
     gss_OID_set_desc krb5_only = { 1, (gss_OID)gss_mech_krb5 };
-    gss_buffer_desc nb = { 14, (void *)"host@localhost" };
+    gss_buffer_desc nb = { 28, (void *)"host/localhost@NEGTEST.LOCAL" };
     gss_cred_id_t cred = GSS_C_NO_CREDENTIAL;
     gss_name_t name = GSS_C_NO_NAME;
     OM_uint32 major, junk;
 
     ck_assert(!GSS_ERROR(gss_import_name(minor, &nb,
-                                         GSS_C_NT_HOSTBASED_SERVICE,
+                                         GSS_KRB5_NT_PRINCIPAL_NAME,
                                          &name)));
+    /* MIT krb5 1.20 leaks a copy of the acceptor's principal when this
+     * acquisition fails (inside the library, after it returned the
+     * error); keep LeakSanitizer from blaming the test for it. */
+    LSAN_DISABLE();
     major = gss_acquire_cred(minor, name, GSS_C_INDEFINITE, &krb5_only,
                              GSS_C_ACCEPT, &cred, NULL, NULL);
+    LSAN_ENABLE();
     gss_release_cred(&junk, &cred);
     gss_release_name(&junk, &name);
     return major;
