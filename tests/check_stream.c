@@ -137,7 +137,8 @@ START_TEST(test_partial_reads_across_frames)
     tu_pair(levels[_i], &c, &s);
     tu_write_all(c, src, N);
     while (got < N) {
-        ssize_t n = negstream_read(s, dst, N, (ssize_t)got, 1000, &e);
+        ssize_t want = N - got < 1000 ? (ssize_t)(N - got) : 1000;
+        ssize_t n = negstream_read(s, dst, N, (ssize_t)got, want, &e);
 
         ck_assert_msg(n > 0, "read: %s", e.message);
         if (levels[_i] != NEGSTREAM_PROTECTION_NONE) {
