@@ -54,6 +54,9 @@ static void write_line(int fd, const char *line, size_t len)
 /* Formats "negstream[pid.tid]: <text>\n" into buf (cap bytes) with
  * embedded newlines turned into spaces, so one call is one line. */
 static size_t format_line(char *buf, size_t cap, const char *fmt,
+                          va_list ap) NEGSTREAM__PRINTF(3, 0);
+
+static size_t format_line(char *buf, size_t cap, const char *fmt,
                           va_list ap)
 {
     size_t max = cap - 2;           /* room for the '\n' and the NUL */

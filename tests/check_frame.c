@@ -36,7 +36,7 @@
 #include "frame.h"
 #include "trace.h"
 
-/* ---- handshake header ---------------------------------------------------- */
+/* ---- handshake header --------------------------------------------------- */
 
 static const uint8_t hs_ids[] = {
     NEGSTREAM__HS_DONE, NEGSTREAM__HS_ERROR, NEGSTREAM__HS_IN_PROGRESS
@@ -142,7 +142,7 @@ START_TEST(hs_header_version_ignored)
 }
 END_TEST
 
-/* ---- HandshakeError payload ---------------------------------------------- */
+/* ---- HandshakeError payload --------------------------------------------- */
 
 START_TEST(hs_error_encode_big_endian)
 {
@@ -325,7 +325,7 @@ START_TEST(frame_count_values)
 }
 END_TEST
 
-/* ---- status names and version -------------------------------------------- */
+/* ---- status names and version ------------------------------------------- */
 
 START_TEST(status_names)
 {
@@ -379,7 +379,7 @@ START_TEST(version_string)
 }
 END_TEST
 
-/* ---- the error setters --------------------------------------------------- */
+/* ---- the error setters -------------------------------------------------- */
 
 static void dirty(negstream_error *e)
 {
@@ -718,7 +718,7 @@ START_TEST(err_copy_and_prefix)
 }
 END_TEST
 
-/* ---- NEGSTREAM_TRACE ----------------------------------------------------- */
+/* ---- NEGSTREAM_TRACE ---------------------------------------------------- */
 
 /*
  * trace.c reads the environment once per process, so each case runs in a

@@ -34,7 +34,7 @@
 #include "error.h"
 #include "transport.h"
 
-/* ---- helpers ------------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------ */
 
 /* The byte at stream position i: position-dependent, so any loss,
  * duplication or reordering shows. */
@@ -272,7 +272,7 @@ START_TEST(init_kinds)
 }
 END_TEST
 
-/* ---- writev_all ---------------------------------------------------------- */
+/* ---- writev_all --------------------------------------------------------- */
 
 /* 3000 entries (more than IOV_MAX), every third one empty, lengths 0..700,
  * written to 'kind' (0 socketpair, 1 pipe, 2 TCP) with a reader thread. */
@@ -559,7 +559,7 @@ START_TEST(writev_timeout_tcp)
 }
 END_TEST
 
-/* ---- reads --------------------------------------------------------------- */
+/* ---- reads -------------------------------------------------------------- */
 
 START_TEST(read_timeout)
 {
@@ -695,7 +695,7 @@ START_TEST(read_errors)
 }
 END_TEST
 
-/* ---- a closed peer, and SIGPIPE ------------------------------------------ */
+/* ---- a closed peer, and SIGPIPE ----------------------------------------- */
 
 static atomic_int sigpipes;
 
@@ -990,7 +990,7 @@ START_TEST(eintr_storm_tcp)
 }
 END_TEST
 
-/* ---- shutdown ------------------------------------------------------------ */
+/* ---- shutdown ----------------------------------------------------------- */
 
 static void shutdown_wakes_reader(bool tcp, int timeout_ms)
 {

@@ -62,7 +62,8 @@ grep -v '^[[:space:]]*#' "$header" |
     sed -n -e '/NEGSTREAM_API[[:space:]]/!d' \
            -e 's/^.*NEGSTREAM_API[[:space:]]//' \
            -e 's/(.*$//' \
-           -e 's/^.*[^A-Za-z0-9_]\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*$/\1/p' |
+           -e 's/[[:space:]]*$//' \
+           -e 's/^.*[^A-Za-z0-9_]\([A-Za-z_][A-Za-z0-9_]*\)$/\1/p' |
     sort -u >"$tmp.declared"
 
 n_exported=$(wc -l <"$tmp.exported" | tr -d ' ')
@@ -81,7 +82,8 @@ if [ -n "$stray" ]; then
 fi
 missing=$(comm -23 "$tmp.declared" "$tmp.exported")
 if [ -n "$missing" ]; then
-    echo "symbols.sh: declared NEGSTREAM_API in negstream.h but not exported:" >&2
+    echo "symbols.sh: declared NEGSTREAM_API in negstream.h," \
+         "not exported:" >&2
     echo "$missing" | sed 's/^/    /' >&2
     status=1
 fi
