@@ -750,28 +750,59 @@ START_TEST(test_wait_any_small_and_nulls)
 }
 END_TEST
 
-/* Completion racing registration: wait_any must never miss a wake-up. */
+/* Completes one result after a barrier and a varying delay, so that the
+ * completion lands anywhere in wait_any's registration loop. */
+typedef struct racing_completer {
+    negstream_async   *ar;
+    pthread_barrier_t *go;
+    unsigned           spins;
+    pthread_t          t;
+} racing_completer;
+
+static void *racing_completer_main(void *arg)
+{
+    racing_completer *rc = arg;
+    volatile unsigned i;
+
+    pthread_barrier_wait(rc->go);
+    for (i = 0; i < rc->spins; i++)
+        ;
+    complete_ok(rc->ar, 1, false);
+    return NULL;
+}
+
+/* Completion racing registration: wait_any must never miss a wake-up.
+ * The wait is endless, so a miss hangs (and fails) instead of only
+ * taking longer. */
 START_TEST(test_wait_any_registration_race)
 {
-    enum { ROUNDS = 2000, N = 20 };
+    enum { ROUNDS = 3000, N = 64 };
     negstream_async *ars[N];
-    later l;
+    pthread_barrier_t go;
+    racing_completer rc;
+    unsigned seed = 7;
     int round, i, target;
 
+    pthread_barrier_init(&go, NULL, 2);
     for (round = 0; round < ROUNDS; round++) {
         for (i = 0; i < N; i++)
             ars[i] = new_ar(NULL, NULL, 0);
-        target = round % N;
-        later_start(&l, ars[target], 0, target);
-        ck_assert_int_eq(negstream_async_wait_any(ars, N, DEADLINE_MS),
-                         target);
-        pthread_join(l.t, NULL);
+        target = N / 2 + round % (N / 2);
+        rc.ar = ars[target];
+        rc.go = &go;
+        rc.spins = rand_r(&seed) % 4000;
+        ck_assert_int_eq(pthread_create(&rc.t, NULL, racing_completer_main,
+                                        &rc), 0);
+        pthread_barrier_wait(&go);
+        ck_assert_int_eq(negstream_async_wait_any(ars, N, -1), target);
+        pthread_join(rc.t, NULL);
         for (i = 0; i < N; i++) {
             if (i != target)
-                complete_ok(ars[i], i, false);
-            ck_assert_int_eq(negstream__async_end(ars[i], NULL), i);
+                complete_ok(ars[i], 1, false);
+            ck_assert_int_eq(negstream__async_end(ars[i], NULL), 1);
         }
     }
+    pthread_barrier_destroy(&go);
 }
 END_TEST
 
