@@ -19,6 +19,11 @@
 //                       from the previous one's callback (--chunk C bytes)
 //   --echo              expect the server to echo everything back
 //   --recv N            read N bytes from the server
+//   --no-hash           do not hash (throughput runs: bench/dotnet.sh)
+//   --drop-after-bytes N  test mode: write at most N bytes to the socket in
+//                       all, then close it (a client that dies mid-message)
+//   --close-before-read test mode: close the socket instead of the first
+//                       read, i.e. right after the first handshake message
 //
 // Data bytes are pattern bytes (offset % 251, restarting with each write).
 // All data sent is hashed with FNV-1a 64, and so is all data received; the
@@ -42,9 +47,12 @@ static class Fnv
 {
     public const ulong Offset = 14695981039346656037UL;
     const ulong Prime = 1099511628211UL;
+    public static bool Enabled = true;
 
     public static ulong Add(ulong h, byte[] buf, int off, int count)
     {
+        if (!Enabled)
+            return h;
         for (int i = off; i < off + count; i++) {
             h ^= buf[i];
             h *= Prime;
@@ -60,8 +68,8 @@ class Options
     public ProtectionLevel Level;
     public TokenImpersonationLevel Impersonation =
         TokenImpersonationLevel.Identification;
-    public bool SyncAuth, ZeroWrite, SendSmall, Echo;
-    public long SendBig = -1, SendStream = -1, Recv = -1;
+    public bool SyncAuth, ZeroWrite, SendSmall, Echo, NoHash, CloseBeforeRead;
+    public long SendBig = -1, SendStream = -1, Recv = -1, DropAfter = -1;
     public int Chunk = 256 * 1024;
 
     static long Count(string[] a, ref int i)
@@ -109,6 +117,9 @@ class Options
             case "--chunk": o.Chunk = (int)Count(a, ref i); break;
             case "--echo": o.Echo = true; break;
             case "--recv": o.Recv = Count(a, ref i); break;
+            case "--no-hash": o.NoHash = true; break;
+            case "--drop-after-bytes": o.DropAfter = Count(a, ref i); break;
+            case "--close-before-read": o.CloseBeforeRead = true; break;
             default: throw new ArgumentException("unknown option " + a[i]);
             }
         }
@@ -117,6 +128,68 @@ class Options
         if (o.Chunk <= 0)
             throw new ArgumentException("--chunk must be > 0");
         return o;
+    }
+}
+
+// The transport under NegotiateStream in the test modes that make the
+// client vanish in the middle of the handshake: the bytes NegotiateStream
+// writes really go out (up to a limit), then the socket is closed.
+class DropStream : Stream
+{
+    readonly Stream inner;
+    readonly TcpClient tcp;
+    long left;
+    readonly bool closeBeforeRead;
+
+    public DropStream(TcpClient tcp, long dropAfter, bool closeBeforeRead)
+    {
+        this.tcp = tcp;
+        inner = tcp.GetStream();
+        left = dropAfter;
+        this.closeBeforeRead = closeBeforeRead;
+    }
+
+    public override bool CanRead { get { return true; } }
+    public override bool CanWrite { get { return true; } }
+    public override bool CanSeek { get { return false; } }
+    public override long Length { get { throw new NotSupportedException(); } }
+    public override long Position {
+        get { throw new NotSupportedException(); }
+        set { throw new NotSupportedException(); }
+    }
+    public override long Seek(long o, SeekOrigin s)
+    {
+        throw new NotSupportedException();
+    }
+    public override void SetLength(long v)
+    {
+        throw new NotSupportedException();
+    }
+    public override void Flush() { inner.Flush(); }
+
+    public override int Read(byte[] b, int off, int count)
+    {
+        if (closeBeforeRead) {
+            tcp.Close();
+            throw new IOException("test mode: closed the connection instead "
+                                  + "of reading the server's reply");
+        }
+        return inner.Read(b, off, count);
+    }
+
+    public override void Write(byte[] b, int off, int count)
+    {
+        if (left >= 0 && count > left) {
+            inner.Write(b, off, (int)left);
+            inner.Flush();
+            left = 0;
+            tcp.Close();
+            throw new IOException("test mode: closed the connection in the "
+                                  + "middle of a write");
+        }
+        if (left >= 0)
+            left -= count;
+        inner.Write(b, off, count);
     }
 }
 
@@ -315,7 +388,12 @@ static class Program
         try {
             tcp = new TcpClient();
             tcp.Connect(o.Host, o.Port);
-            ns = new NegotiateStream(tcp.GetStream(), false);
+            Fnv.Enabled = !o.NoHash;
+            Stream transport = tcp.GetStream();
+            if (o.DropAfter >= 0 || o.CloseBeforeRead)
+                transport = new DropStream(tcp, o.DropAfter,
+                                           o.CloseBeforeRead);
+            ns = new NegotiateStream(transport, false);
 
             NetworkCredential cred = o.User != null
                 ? new NetworkCredential(o.User, o.Password, o.Domain)

@@ -1,0 +1,659 @@
+/*
+ * nns_peer - one libnegstream peer, server or client, for the interop
+ * tests (the .krb scripts in tests/interop) and bench/dotnet.sh.  It uses
+ * the public API only, the way an application would, and follows
+ * NegClient.cs's data conventions so that any two of NegClient.cs,
+ * nns_acceptor.py and this program can be compared:
+ *  - data bytes are offset % 251, restarting at 0 for every write;
+ *  - everything sent and everything received is hashed with FNV-1a 64
+ *    (printed as 16 hex digits);
+ *  - one result line of key=value pairs on stdout at the end, "error=" last
+ *    (the rest of the line); exit 0 on success, 1 on any failure, 2 on a
+ *    usage error.
+ *
+ *   nns_peer server [OPTIONS]             listens on 127.0.0.1, prints
+ *                                         "port=N" first, serves one client
+ *   nns_peer client HOST PORT [OPTIONS]
+ *
+ * Options (both sides unless noted):
+ *   --protection None|Sign|EncryptAndSign   required level (default
+ *                                           EncryptAndSign)
+ *   --mech negotiate|kerberos|ntlm          mechanism (default negotiate)
+ *   --service NAME        server: acceptor principal (default: any in keytab)
+ *   --target NAME         client: target name (default host/localhost)
+ *   --user U --domain D --password P        client: explicit credentials
+ *   --timeout SECONDS     accept and socket I/O timeout (default 60), so a
+ *                         failed peer shows as an error, never as a hang
+ *   --send-small          one negstream_begin_write of a short text
+ *   --send-big N          one negstream_begin_write of N bytes
+ *   --send-stream N       N bytes as a chain of negstream_begin_write calls,
+ *                         each issued from the previous one's callback
+ *   --chunk N             write size of --send-stream (default 262144)
+ *   --recv N              read exactly N bytes, then stop reading (default:
+ *                         the server reads to EOF, the client reads nothing)
+ *   --echo                server: write every message back as it arrives
+ *   --no-hash             skip the hashes (bench/dotnet.sh)
+ *
+ * The writes run on the library's worker pool (begin_write/end_write, the
+ * callback issuing the next write) while the main thread reads, so both
+ * directions flow at once.  "elapsed" is measured from the end of the
+ * authentication to the end of the data phase (information, never
+ * asserted).
+ *
+ * Copyright (c) 2026 the libnegstream authors.  MIT licence (COPYING).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "negstream.h"
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+#define READ_BUF (128 * 1024)
+
+static const char small_msg[] = "hello from libnegstream nns_peer\n";
+
+typedef struct options {
+    bool server;
+    const char *host;
+    int port;
+    negstream_protection protection;
+    const char *mech, *service, *target, *user, *domain, *password;
+    int timeout_s;
+    bool send_small, echo, hash;
+    long long send_big, send_stream, recv;
+    size_t chunk;
+} options;
+
+/* The result line: keys in the order they are first set. */
+#define MAX_KEYS 32
+static char res_key[MAX_KEYS][24];
+static char res_val[MAX_KEYS][320];
+static int res_n;
+static char res_error[512];
+
+static void put(const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void put(const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    int i;
+    char *p;
+
+    for (i = 0; i < res_n && strcmp(res_key[i], key) != 0; i++)
+        ;
+    if (i == res_n) {
+        if (res_n == MAX_KEYS)
+            return;
+        snprintf(res_key[i], sizeof(res_key[i]), "%s", key);
+        res_n++;
+    }
+    va_start(ap, fmt);
+    vsnprintf(res_val[i], sizeof(res_val[i]), fmt, ap);
+    va_end(ap);
+    /* values are single words: the shell scripts split on spaces */
+    for (p = res_val[i]; *p != '\0'; p++)
+        if (*p == ' ' || *p == '\n' || *p == '\t')
+            *p = '_';
+}
+
+/* The first failure wins: later ones are usually its consequences. */
+static void put_error(const char *what, const negstream_error *e)
+{
+    char *p;
+
+    if (res_error[0] != '\0')
+        return;
+    put("code", "%s", negstream_status_name(e->code));
+    snprintf(res_error, sizeof(res_error), "%s: %s", what, e->message);
+    for (p = res_error; *p != '\0'; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+}
+
+static void print_result(void)
+{
+    int i;
+
+    for (i = 0; i < res_n; i++)
+        printf("%s%s=%s", i ? " " : "", res_key[i], res_val[i]);
+    if (res_error[0] != '\0')
+        printf("%serror=%s", res_n ? " " : "", res_error);
+    printf("\n");
+    fflush(stdout);
+}
+
+static uint64_t fnv_add(uint64_t h, const unsigned char *b, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static unsigned char *pattern(size_t n)
+{
+    unsigned char *b = malloc(n ? n : 1);
+    size_t i;
+
+    if (b == NULL) {
+        fprintf(stderr, "nns_peer: out of memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    for (i = 0; i < n; i++)
+        b[i] = (unsigned char)(i % 251);
+    return b;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the writer: a chain of begin_write calls ---------------------------- */
+
+typedef struct writer {
+    negstream *s;
+    bool hash;
+    /* the plan, in order: small message, big write, stream of chunks */
+    const unsigned char *small;
+    size_t small_len;
+    unsigned char *big;
+    size_t big_len;
+    unsigned char *chunk;
+    size_t chunk_len;
+    long long stream_left;
+    int step;                   /* 0 small, 1 big, 2 stream, 3 finished */
+    const unsigned char *cur;   /* the write in flight */
+    size_t cur_len;
+    /* results, read by main() once 'done' is set */
+    uint64_t h;
+    long long sent;
+    negstream_error err;
+    bool failed;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+} writer;
+
+static void writer_finish(writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void on_written(negstream_async *ar);
+
+/* Picks the next write of the plan and begins it; finishes at the end. */
+static void writer_next(writer *w)
+{
+    negstream_async *ar;
+
+    w->cur = NULL;
+    while (w->cur == NULL && w->step < 3) {
+        if (w->step == 0 && w->small != NULL) {
+            w->cur = w->small;
+            w->cur_len = w->small_len;
+            w->step = 1;
+        } else if (w->step <= 1 && w->big != NULL) {
+            w->cur = w->big;
+            w->cur_len = w->big_len;
+            w->step = 2;
+        } else if (w->step <= 2 && w->stream_left > 0) {
+            w->cur = w->chunk;
+            w->cur_len = w->stream_left < (long long)w->chunk_len
+                ? (size_t)w->stream_left : w->chunk_len;
+            w->stream_left -= (long long)w->cur_len;
+            w->step = 2;
+        } else {
+            w->step = 3;
+        }
+    }
+    if (w->cur == NULL) {
+        writer_finish(w);
+        return;
+    }
+    ar = negstream_begin_write(w->s, w->cur, w->cur_len, 0,
+                               (ssize_t)w->cur_len, on_written, w, &w->err);
+    if (ar == NULL) {
+        w->failed = true;
+        writer_finish(w);
+    }
+}
+
+/* The AsyncCallback: end this write, account for it, begin the next. */
+static void on_written(negstream_async *ar)
+{
+    writer *w = negstream_async_state(ar);
+
+    if (negstream_end_write(w->s, ar, &w->err) < 0) {
+        w->failed = true;
+        writer_finish(w);
+        return;
+    }
+    if (w->hash)
+        w->h = fnv_add(w->h, w->cur, w->cur_len);
+    w->sent += (long long)w->cur_len;
+    writer_next(w);
+}
+
+/* ---- command line ------------------------------------------------------- */
+
+static void usage(const char *msg)
+{
+    if (msg != NULL)
+        fprintf(stderr, "nns_peer: %s\n", msg);
+    fprintf(stderr,
+            "usage: nns_peer server [OPTIONS]\n"
+            "       nns_peer client HOST PORT [OPTIONS]\n"
+            "(options: see the comment at the top of nns_peer.c)\n");
+    exit(2);
+}
+
+static long long count_arg(int argc, char **argv, int *i)
+{
+    char *end;
+    long long n;
+
+    if (*i + 1 >= argc)
+        usage("an option needs a value");
+    errno = 0;
+    n = strtoll(argv[++*i], &end, 10);
+    if (errno != 0 || *end != '\0' || end == argv[*i] || n < 0)
+        usage("bad number");
+    return n;
+}
+
+static const char *str_arg(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc)
+        usage("an option needs a value");
+    return argv[++*i];
+}
+
+static void parse(int argc, char **argv, options *o)
+{
+    int i = 2;
+    const char *p;
+
+    memset(o, 0, sizeof(*o));
+    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+    o->target = "host/localhost";
+    o->timeout_s = 60;
+    o->hash = true;
+    o->send_big = o->send_stream = o->recv = -1;
+    o->chunk = 256 * 1024;
+    if (argc < 2)
+        usage(NULL);
+    if (strcmp(argv[1], "server") == 0) {
+        o->server = true;
+    } else if (strcmp(argv[1], "client") == 0) {
+        if (argc < 4)
+            usage("client needs HOST PORT");
+        o->host = argv[2];
+        o->port = atoi(argv[3]);
+        if (o->port <= 0 || o->port > 65535)
+            usage("bad port");
+        i = 4;
+    } else {
+        usage("first argument: server or client");
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "--protection") == 0) {
+            p = str_arg(argc, argv, &i);
+            if (strcmp(p, "None") == 0)
+                o->protection = NEGSTREAM_PROTECTION_NONE;
+            else if (strcmp(p, "Sign") == 0)
+                o->protection = NEGSTREAM_PROTECTION_SIGN;
+            else if (strcmp(p, "EncryptAndSign") == 0)
+                o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+            else
+                usage("--protection: None, Sign or EncryptAndSign");
+        } else if (strcmp(a, "--mech") == 0) {
+            o->mech = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--service") == 0) {
+            o->service = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--target") == 0) {
+            o->target = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--user") == 0) {
+            o->user = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--domain") == 0) {
+            o->domain = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--password") == 0) {
+            o->password = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--timeout") == 0) {
+            o->timeout_s = (int)count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--send-small") == 0) {
+            o->send_small = true;
+        } else if (strcmp(a, "--send-big") == 0) {
+            o->send_big = count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--send-stream") == 0) {
+            o->send_stream = count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--chunk") == 0) {
+            o->chunk = (size_t)count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--recv") == 0) {
+            o->recv = count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--echo") == 0) {
+            o->echo = true;
+        } else if (strcmp(a, "--no-hash") == 0) {
+            o->hash = false;
+        } else {
+            fprintf(stderr, "nns_peer: unknown option %s\n", a);
+            usage(NULL);
+        }
+    }
+    if (o->chunk == 0)
+        usage("--chunk must be > 0");
+    if (o->echo && !o->server)
+        usage("--echo is a server option");
+    /* one write may be pending at a time: the echo writes and the
+     * writer chain would collide */
+    if (o->echo && (o->send_small || o->send_big >= 0 || o->send_stream >= 0))
+        usage("--echo excludes the --send options");
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+/* Listens on 127.0.0.1, prints the port, waits for one client. */
+static int accept_one(const options *o)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    struct pollfd p;
+    int ls, fd = -1, one = 1, r;
+
+    ls = socket(AF_INET, SOCK_STREAM, 0);
+    if (ls < 0) {
+        perror("nns_peer: socket");
+        return -1;
+    }
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        listen(ls, 1) < 0 ||
+        getsockname(ls, (struct sockaddr *)&sa, &len) < 0) {
+        perror("nns_peer: bind/listen");
+        goto out;
+    }
+    printf("port=%d\n", ntohs(sa.sin_port));
+    fflush(stdout);
+    p.fd = ls;
+    p.events = POLLIN;
+    do {
+        r = poll(&p, 1, o->timeout_s * 1000);
+    } while (r < 0 && errno == EINTR);
+    if (r <= 0) {
+        fprintf(stderr, "nns_peer: no client within %d s\n", o->timeout_s);
+        goto out;
+    }
+    fd = accept(ls, NULL, NULL);
+    if (fd < 0)
+        perror("nns_peer: accept");
+out:
+    close(ls);
+    return fd;
+}
+
+static int connect_to(const options *o)
+{
+    struct sockaddr_in sa;
+    int fd;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)o->port);
+    if (inet_pton(AF_INET, o->host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "nns_peer: %s is not an IPv4 address\n", o->host);
+        return -1;
+    }
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        perror("nns_peer: socket");
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        perror("nns_peer: connect");
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ---- the session -------------------------------------------------------- */
+
+static const char *imp_name(negstream_impersonation i)
+{
+    switch (i) {
+    case NEGSTREAM_IMPERSONATION_NONE: return "None";
+    case NEGSTREAM_IMPERSONATION_ANONYMOUS: return "Anonymous";
+    case NEGSTREAM_IMPERSONATION_IDENTIFICATION: return "Identification";
+    case NEGSTREAM_IMPERSONATION_IMPERSONATION: return "Impersonation";
+    case NEGSTREAM_IMPERSONATION_DELEGATION: return "Delegation";
+    }
+    return "?";
+}
+
+static int authenticate(negstream *s, const options *o)
+{
+    negstream_error e;
+    int r;
+
+    if (o->server) {
+        negstream_server_options so;
+
+        negstream_server_options_init(&so);
+        so.protection = o->protection;
+        so.service_name = o->service;
+        so.mechanism = o->mech;
+        r = negstream_authenticate_as_server(s, &so, &e);
+    } else {
+        negstream_client_options co;
+
+        negstream_client_options_init(&co);
+        co.protection = o->protection;
+        co.target_name = o->target;
+        co.mechanism = o->mech;
+        co.user = o->user;
+        co.domain = o->domain;
+        co.password = o->password;
+        r = negstream_authenticate_as_client(s, &co, &e);
+    }
+    put("authenticated", "%s", negstream_is_authenticated(s) ? "True"
+                                                             : "False");
+    if (r < 0) {
+        put_error("authentication failed", &e);
+        return -1;
+    }
+    put("encrypted", "%s", negstream_is_encrypted(s) ? "True" : "False");
+    put("signed", "%s", negstream_is_signed(s) ? "True" : "False");
+    put("mutual", "%s",
+        negstream_is_mutually_authenticated(s) ? "True" : "False");
+    put("impersonation", "%s", imp_name(negstream_impersonation_level(s)));
+    put("remote", "%s", negstream_remote_identity(s));
+    put("remote_type", "%s", negstream_authentication_type(s));
+    return 0;
+}
+
+/* Reads until EOF or 'limit' bytes (limit < 0: to EOF); with 'echo', every
+ * message goes straight back (begin_write + end_write, on this thread). */
+static int read_all(negstream *s, const options *o, long long limit,
+                    long long *got, uint64_t *h)
+{
+    unsigned char *buf = malloc(READ_BUF);
+    negstream_error e;
+    ssize_t n;
+    int rc = -1;
+
+    if (buf == NULL) {
+        fprintf(stderr, "nns_peer: out of memory\n");
+        return -1;
+    }
+    while (limit < 0 || *got < limit) {
+        size_t want = READ_BUF;
+
+        if (limit >= 0 && (long long)want > limit - *got)
+            want = (size_t)(limit - *got);
+        n = negstream_read(s, buf, READ_BUF, 0, (ssize_t)want, &e);
+        if (n < 0) {
+            put_error("read failed", &e);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        if (o->hash)
+            *h = fnv_add(*h, buf, (size_t)n);
+        *got += n;
+        if (o->echo) {
+            negstream_async *ar = negstream_begin_write(s, buf, READ_BUF, 0,
+                                                        n, NULL, NULL, &e);
+
+            if (ar == NULL || negstream_end_write(s, ar, &e) < 0) {
+                put_error("echo write failed", &e);
+                goto out;
+            }
+        }
+    }
+    rc = 0;
+out:
+    free(buf);
+    return rc;
+}
+
+static int session(negstream *s, const options *o)
+{
+    writer w;
+    long long got = 0;
+    uint64_t rh = FNV_OFFSET;
+    double t0, t;
+    int rc = 0;
+    bool writing;
+
+    memset(&w, 0, sizeof(w));
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    w.s = s;
+    w.hash = o->hash;
+    w.h = FNV_OFFSET;
+    if (o->send_small) {
+        w.small = (const unsigned char *)small_msg;
+        w.small_len = sizeof(small_msg) - 1;
+    }
+    if (o->send_big >= 0) {
+        w.big = pattern((size_t)o->send_big);
+        w.big_len = (size_t)o->send_big;
+    }
+    if (o->send_stream > 0) {
+        w.stream_left = o->send_stream;
+        w.chunk_len = o->send_stream < (long long)o->chunk
+            ? (size_t)o->send_stream : o->chunk;
+        w.chunk = pattern(w.chunk_len);
+    }
+    writing = w.small != NULL || w.big != NULL || w.chunk != NULL;
+
+    t0 = now();
+    if (writing)
+        writer_next(&w);
+    /* The server reads to EOF unless told otherwise; the client reads only
+     * what it was told to expect (it closes when done, which is the
+     * server's EOF). */
+    if (o->server || o->recv >= 0)
+        rc = read_all(s, o, o->recv, &got, &rh);
+    if (writing) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        if (w.failed) {
+            put_error("write failed", &w.err);
+            rc = -1;
+        }
+    }
+    t = now() - t0;
+
+    put("sent", "%lld", w.sent);
+    if (o->hash)
+        put("hash", "%016" PRIx64, w.h);
+    put("recv", "%lld", got);
+    if (o->hash)
+        put("recv_hash", "%016" PRIx64, rh);
+    put("elapsed", "%.3f", t);
+    if (t > 0) {
+        put("MBps", "%.1f", (double)(got > w.sent ? got : w.sent)
+                                / 1e6 / t);
+    }
+    if (rc == 0 && o->recv >= 0 && got != o->recv) {
+        snprintf(res_error, sizeof(res_error),
+                 "EOF after %lld of %lld bytes", got, o->recv);
+        rc = -1;
+    }
+    free(w.big);
+    free(w.chunk);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    negstream *s = NULL;
+    negstream_error e;
+    int fd, rc = 1;
+
+    parse(argc, argv, &o);
+    fd = o.server ? accept_one(&o) : connect_to(&o);
+    if (fd < 0) {
+        put("authenticated", "False");
+        snprintf(res_error, sizeof(res_error), "no connection");
+        goto out;
+    }
+    s = negstream_new(fd, false, &e);
+    if (s == NULL) {
+        close(fd);
+        put_error("negstream_new failed", &e);
+        goto out;
+    }
+    if (o.timeout_s > 0 &&
+        negstream_set_timeouts(s, o.timeout_s * 1000, o.timeout_s * 1000,
+                               &e) < 0) {
+        put_error("negstream_set_timeouts failed", &e);
+        goto out;
+    }
+    if (authenticate(s, &o) < 0)
+        goto out;
+    if (session(s, &o) < 0)
+        goto out;
+    rc = 0;
+out:
+    if (s != NULL)
+        negstream_close(s);
+    if (rc != 0 && res_error[0] == '\0')
+        snprintf(res_error, sizeof(res_error), "failed");
+    print_result();
+    return rc;
+}
