@@ -1,0 +1,200 @@
+#!/bin/sh
+# tests/man.sh - the manual is complete and clean.
+#
+#  1. Every symbol libnegstream.so exports (nm -D --defined-only) has a
+#     page that man(1) finds through MANPATH=$top_srcdir/man, .so link
+#     pages included, and that page renders without a warning.
+#  2. Every page under man/ (man1, man3, man7) renders with
+#     "LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l"
+#     with nothing at all on standard error, and is not empty.
+#  3. Every page in man3 has the sections NAME, SYNOPSIS, DESCRIPTION,
+#     RETURN VALUE, ERRORS, THREAD SAFETY, EXAMPLE and SEE ALSO, and every
+#     function it names in NAME is declared in include/negstream.h.
+#  4. The example programs of the pages (the lines between the roff
+#     comments 'EXAMPLE-BEGIN' and 'EXAMPLE-END') compile with -Wall
+#     -Wextra -Werror against include/negstream.h, and link against the
+#     built library when they have a main().
+#
+# Environment: top_srcdir, top_builddir (exported by make check; default
+# "."), CC (default cc), NM (default nm).  Exit 0 or 1: missing tools are
+# a failure, not a skip (scripts/install-deps installs man-db and groff).
+#
+# Copyright (c) 2026 the libnegstream authors.  MIT licence (COPYING).
+
+set -u
+LC_ALL=C
+export LC_ALL
+
+srcdir=${top_srcdir:-.}
+builddir=${top_builddir:-.}
+mandir=$(cd "$srcdir/man" 2>/dev/null && pwd) || {
+    echo "man.sh: FAIL: $srcdir/man not found (set top_srcdir)" >&2
+    exit 1
+}
+lib=$builddir/.libs/libnegstream.so
+header=$srcdir/include/negstream.h
+cc_prog=${CC:-cc}
+nm_prog=${NM:-nm}
+failures=0
+
+fail() {
+    echo "man.sh: FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+
+for tool in man groff "$nm_prog" "$cc_prog"; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "man.sh: FAIL: '$tool' not found (scripts/install-deps)" >&2
+        exit 1
+    }
+done
+[ -f "$lib" ] || {
+    echo "man.sh: FAIL: $lib not found (build libnegstream.la)" >&2
+    exit 1
+}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/negstream-man.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT HUP INT TERM
+
+# render ARGS...: man with the settings of the brief; stdout to
+# $tmp/out, stderr to $tmp/err.
+render() {
+    LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 MANPAGER=cat PAGER=cat \
+        man --warnings -E UTF-8 "$@" >"$tmp/out" 2>"$tmp/err"
+}
+
+# ---- 1. every exported symbol has a page ---------------------------------
+
+"$nm_prog" -D --defined-only "$lib" >"$tmp/nm" 2>"$tmp/nm.err" || {
+    echo "man.sh: FAIL: $nm_prog -D $lib: $(cat "$tmp/nm.err")" >&2
+    exit 1
+}
+awk 'NF >= 3 && $2 ~ /^[TDBRGSVWi]$/ { sub(/@.*/, "", $3); print $3 }' \
+    "$tmp/nm" | grep '^negstream_' | sort -u >"$tmp/symbols"
+nsym=$(wc -l <"$tmp/symbols" | tr -d ' ')
+[ "$nsym" -gt 0 ] || fail "no negstream_ symbol exported by $lib"
+
+while read -r sym; do
+    # MANPATH alone: man(1) must find the page like an installed one.
+    if ! path=$(MANPATH=$mandir man -w "$sym" 2>/dev/null) ||
+       [ -z "$path" ]; then
+        fail "$sym: no page (man -w $sym with MANPATH=$mandir)"
+        continue
+    fi
+    case $path in
+    "$mandir"/man3/*) ;;
+    *) fail "$sym: man -w found $path, not a page under $mandir/man3" ;;
+    esac
+    if ! MANPATH=$mandir render "$sym"; then
+        fail "$sym: man $sym failed: $(cat "$tmp/err")"
+    elif [ -s "$tmp/err" ]; then
+        fail "$sym: man $sym warns:"
+        sed 's/^/    /' "$tmp/err" >&2
+    elif ! grep -q "$sym" "$tmp/out"; then
+        fail "$sym: the page man shows for it does not mention it"
+    fi
+done <"$tmp/symbols"
+
+# ---- 2. every page renders without warnings -------------------------------
+
+npages=0
+for page in "$mandir"/man1/*.1 "$mandir"/man3/*.3 "$mandir"/man7/*.7; do
+    [ -f "$page" ] || continue
+    npages=$((npages + 1))
+    rel=${page#"$mandir"/}
+    # From the top of the tree, so that ".so man3/x.3" resolves.
+    if ! (cd "$mandir" && render -l "$rel"); then
+        fail "$rel: man -l failed: $(cat "$tmp/err")"
+        continue
+    fi
+    if [ -s "$tmp/err" ]; then
+        fail "$rel: warnings:"
+        sed 's/^/    /' "$tmp/err" >&2
+    fi
+    [ "$(wc -l <"$tmp/out")" -gt 5 ] || fail "$rel: renders (almost) empty"
+done
+[ -f "$mandir/man7/negstream.7" ] || fail "man7/negstream.7 is missing"
+[ -f "$mandir/man1/negcat.1" ] || fail "man1/negcat.1 is missing"
+
+# ---- 3. the sections of the function pages --------------------------------
+
+# Declared functions: an identifier right before "(" (comments only name
+# real functions, so they do no harm).
+grep -o 'negstream_[a-z_]*(' "$header" | tr -d '(' | sort -u \
+    >"$tmp/declared"
+
+for page in "$mandir"/man3/*.3; do
+    [ -f "$page" ] || continue
+    rel=${page#"$mandir"/}
+    if grep -q '^\.so ' "$page"; then
+        target=$(sed -n 's/^\.so //p' "$page")
+        [ -f "$mandir/$target" ] || fail "$rel: .so $target: no such page"
+        [ "$(grep -c . "$page")" -eq 1 ] ||
+            fail "$rel: a link page must hold the .so line only"
+        continue
+    fi
+    for sec in NAME SYNOPSIS DESCRIPTION RETURN_VALUE ERRORS \
+               THREAD_SAFETY EXAMPLE SEE_ALSO; do
+        sec=$(printf '%s' "$sec" | tr _ ' ')
+        grep -q "^\.SH \"\{0,1\}$sec\"\{0,1\}\$" "$page" ||
+            fail "$rel: no .SH $sec"
+    done
+    # The functions in NAME: declared in the header, and each reaches
+    # this page (directly or through a link page).
+    sed -n '/^\.SH NAME/,/\\-/p' "$page" | sed 's/\\-.*//' |
+        grep -o 'negstream_[a-z_]*' >"$tmp/names"
+    [ -s "$tmp/names" ] || fail "$rel: NAME lists no function"
+    while read -r fn; do
+        grep -qx "$fn" "$tmp/declared" ||
+            fail "$rel: $fn is not declared in negstream.h"
+        [ -f "$mandir/man3/$fn.3" ] ||
+            fail "$rel: $fn has no man3/$fn.3 (page or .so link)"
+    done <"$tmp/names"
+    grep -q '^\.B #include <negstream\.h>$' "$page" ||
+        fail "$rel: SYNOPSIS lacks #include <negstream.h>"
+done
+
+# ---- 4. the examples compile ----------------------------------------------
+
+# roff escapes used in the examples: \- \e \(aq \(dq \&
+unroff() {
+    sed -e 's/\\-/-/g' -e "s/\\\\(aq/'/g" -e 's/\\(dq/"/g' \
+        -e 's/\\&//g' -e 's/\\e/\\/g'
+}
+
+nex=0
+for page in "$mandir"/man3/*.3 "$mandir"/man7/*.7; do
+    grep -q '^\.\\" EXAMPLE-BEGIN' "$page" 2>/dev/null || continue
+    base=$(basename "$page")
+    sed -n '/^\.\\" EXAMPLE-BEGIN/,/^\.\\" EXAMPLE-END/p' "$page" |
+        sed '1d;$d' | unroff >"$tmp/$base.c"
+    nex=$((nex + 1))
+    if grep -q '^\.' "$tmp/$base.c"; then
+        fail "$base: example has roff requests inside"
+    fi
+    flags="-std=gnu99 -Wall -Wextra -Werror -pthread -I$srcdir/include"
+    # shellcheck disable=SC2086  # flags are words
+    if ! "$cc_prog" $flags -c -o "$tmp/$base.o" "$tmp/$base.c" \
+            2>"$tmp/cc.err"; then
+        fail "$base: the example does not compile:"
+        sed 's/^/    /' "$tmp/cc.err" >&2
+        continue
+    fi
+    if grep -q '^int main(' "$tmp/$base.c"; then
+        # shellcheck disable=SC2086
+        "$cc_prog" -pthread -o "$tmp/$base.bin" "$tmp/$base.o" \
+            -L"$builddir/.libs" -lnegstream 2>"$tmp/cc.err" || {
+            fail "$base: the example does not link:"
+            sed 's/^/    /' "$tmp/cc.err" >&2
+        }
+    fi
+done
+[ "$nex" -gt 0 ] || fail "no example found between EXAMPLE-BEGIN/END"
+
+if [ "$failures" -ne 0 ]; then
+    echo "man.sh: $failures failure(s)" >&2
+    exit 1
+fi
+echo "man.sh: $nsym symbols have pages, $npages pages render without" \
+    "warnings, $nex examples compile"
+exit 0
