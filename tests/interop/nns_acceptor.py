@@ -168,7 +168,7 @@ class Acceptor:
     def ntlm_sign(self):
         # dotnet-behaviour.md §5.4: NTLM without confidentiality sends
         # 16-byte MIC + plaintext instead of a wrap token.
-        return (str(self.ctx.mech) == NTLM_OID
+        return (self.ctx.mech.dotted_form == NTLM_OID
                 and F.confidentiality not in self.ctx.actual_flags)
 
     def protect(self, data):
