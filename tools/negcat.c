@@ -49,11 +49,14 @@
 
 #define DEFAULT_PORT    "4444"
 #define DEFAULT_BIND    "127.0.0.1"
-#define BLOCK_SIZE      (256 * 1024)   /* one read of the input */
+/* One read of the input: four whole frames, so no short frame is made
+ * at every block boundary. */
+#define BLOCK_SIZE      (4 * NEGSTREAM_MAX_FRAME_PLAINTEXT)
 #define RECV_SIZE       (256 * 1024)   /* > one frame: nothing left over */
 #define PASSWORD_MAX    1024
 #define POLL_SLICE_MS   250            /* idle-timeout and progress tick */
-#define REDRAW_S        0.1            /* progress bar refresh interval */
+#define REDRAW_S        0.1            /* progress bar refresh, tty */
+#define LOG_LINE_S      1.0            /* progress line interval, no tty */
 
 /* Exit statuses, documented in negcat(1). */
 enum {
@@ -179,8 +182,8 @@ static double now_s(void)
 /* ---- progress ---------------------------------------------------------- */
 
 struct progress {
-    bool on;                /* print the final summary line */
-    bool tty;               /* and draw a bar while it runs */
+    bool on;                /* draw the bar and the summary line */
+    bool tty;               /* redraw in place (else one line each time) */
     const char *verb;       /* "sent" or "received" */
     uint64_t total;         /* 0: unknown */
     uint64_t done;
@@ -213,25 +216,32 @@ static void fmt_eta(char *buf, size_t len, double s)
         snprintf(buf, len, "%lu:%02lu", t / 60, t % 60);
 }
 
-static void progress_init(struct progress *pg, const char *verb, bool on,
-                          bool tty, uint64_t total)
+/* mode: -1 auto (on if stderr is a terminal), 0 off, 1 on. */
+static void progress_init(struct progress *pg, const char *verb, int mode,
+                          uint64_t total)
 {
-    pg->on = on;
-    pg->tty = on && tty;
+    bool tty = isatty(STDERR_FILENO);
+
+    pg->on = mode > 0 || (mode < 0 && tty);
+    pg->tty = tty;
     pg->verb = verb;
     pg->total = total;
     pg->done = 0;
     pg->start = pg->last_draw = now_s();
 }
 
-/* Redraws the bar on the tty: "12.0 MiB / 64.0 MiB  18% [===>   ] ...". */
+/* Draws "12.0 MiB / 64.0 MiB  18% [===>    ] 95.2 MiB/s ETA 0:01" (size
+ * known) or "sent 12.0 MiB  95.2 MiB/s".  On a terminal the line is
+ * redrawn in place; elsewhere (--progress into a file or a pipe) a new
+ * line is written every LOG_LINE_S, so that a log stays readable. */
 static void progress_draw(struct progress *pg, bool force)
 {
     char done[32], total[32], rate[32], eta[32], bar[24], line[256];
     double t = now_s(), el = t - pg->start;
     double r = el > 0 ? (double)pg->done / el : 0;
 
-    if (!pg->tty || (!force && t - pg->last_draw < REDRAW_S))
+    if (!pg->on ||
+        (!force && t - pg->last_draw < (pg->tty ? REDRAW_S : LOG_LINE_S)))
         return;
     pg->last_draw = t;
     fmt_bytes(done, sizeof(done), (double)pg->done);
@@ -255,9 +265,13 @@ static void progress_draw(struct progress *pg, bool force)
         snprintf(line, sizeof(line), "%s %s  %s/s", pg->verb, done, rate);
     }
     pthread_mutex_lock(&err_mu);
-    fprintf(stderr, "\r%-78.78s", line);
+    if (pg->tty) {
+        fprintf(stderr, "\r%-78.78s", line);
+        bar_shown = true;
+    } else {
+        fprintf(stderr, "negcat: %s\n", line);
+    }
     fflush(stderr);
-    bar_shown = true;
     pthread_mutex_unlock(&err_mu);
 }
 
@@ -267,7 +281,7 @@ static void progress_add(struct progress *pg, size_t n)
     progress_draw(pg, false);
 }
 
-/* The summary line, printed whenever progress is on, tty or not. */
+/* The last state of the bar, then the summary line. */
 static void progress_finish(struct progress *pg)
 {
     char h[32], rate[32];
@@ -321,25 +335,41 @@ static void write_quietly(int fd, const char *s)
     while (n < 0 && errno == EINTR);
 }
 
+static long long now_ms(void)
+{
+    return (long long)(now_s() * 1000);
+}
+
 /* Reads what is there (1..len bytes, 0 at EOF) from in_fd, unless the
  * wake pipe becomes readable first: then returns -2 (the other direction
- * failed and we must stop).  -1 with errno on a read error. */
-static ssize_t read_input(int in_fd, int wake_fd, void *buf, size_t len)
+ * failed and we must stop).  Returns -3 when neither direction has moved
+ * for timeout_ms (-1: no limit): the receiving thread judges that too,
+ * but it is gone once the peer has ended its side.  -1 with errno on a
+ * read error. */
+static ssize_t read_input(int in_fd, int wake_fd, void *buf, size_t len,
+                          int timeout_ms, atomic_llong *last_io_ms)
 {
     struct pollfd p[2];
 
     for (;;) {
         ssize_t n;
+        int r;
 
         p[0].fd = in_fd;
         p[0].events = POLLIN;
         p[1].fd = wake_fd;
         p[1].events = POLLIN;
         p[0].revents = p[1].revents = 0;
-        if (poll(p, 2, -1) < 0) {
+        r = poll(p, 2, timeout_ms < 0 ? -1 : POLL_SLICE_MS);
+        if (r < 0) {
             if (errno == EINTR)
                 continue;
             return -1;
+        }
+        if (r == 0) {
+            if (now_ms() - atomic_load(last_io_ms) >= timeout_ms)
+                return -3;
+            continue;
         }
         if (p[1].revents != 0)
             return -2;
@@ -382,11 +412,6 @@ static void pump_init(struct pump *pp, int out_fd, const char *out_name,
     atomic_init(&pp->stopping, false);
     pp->pg = pg;
     pp->rc = EXIT_IO;
-}
-
-static long long now_ms(void)
-{
-    return (long long)(now_s() * 1000);
 }
 
 /* Waits until the socket has data.  The library's read timeout only
@@ -518,7 +543,7 @@ static int finish_write(negstream *s, negstream_async *ar, size_t len,
  * written on a worker, block i+1 is read.  Only one write is pending at a
  * time (MS-NNS frames must go out in order).  Returns an exit status. */
 static int pump_to_stream(negstream *s, int in_fd, const char *in_name,
-                          int wake_fd, struct progress *pg,
+                          int wake_fd, int timeout_ms, struct progress *pg,
                           atomic_llong *last_io_ms)
 {
     unsigned char *buf[2];
@@ -534,7 +559,8 @@ static int pump_to_stream(negstream *s, int in_fd, const char *in_name,
         goto out;
     }
     for (;;) {
-        ssize_t n = read_input(in_fd, wake_fd, buf[cur], BLOCK_SIZE);
+        ssize_t n = read_input(in_fd, wake_fd, buf[cur], BLOCK_SIZE,
+                               timeout_ms, last_io_ms);
         int saved = errno;
 
         if (pending != NULL) {
@@ -546,6 +572,12 @@ static int pump_to_stream(negstream *s, int in_fd, const char *in_name,
         }
         if (n == -2) {
             note("receiving failed; stopped sending");
+            goto out;
+        }
+        if (n == -3) {
+            say("sending: no data in either direction for %d s "
+                "(--timeout) [%s]", timeout_ms / 1000,
+                negstream_status_name(NEGSTREAM_E_TIMEOUT));
             goto out;
         }
         if (n < 0) {
@@ -602,7 +634,8 @@ static int copy_both_ways(negstream *s, int sock, int in_fd,
         say("pthread_create: %s", strerror(e));
         goto out;
     }
-    tx_rc = pump_to_stream(s, in_fd, in_name, wake[0], tx_pg, &last_io_ms);
+    tx_rc = pump_to_stream(s, in_fd, in_name, wake[0], rx->timeout_ms,
+                           tx_pg, &last_io_ms);
     if (tx_rc == EXIT_OK) {
         /* No half-close in MS-NNS: the peer reads EOF between frames. */
         note("half-closing the connection (shutdown SHUT_WR)");
@@ -848,9 +881,7 @@ static int run_client(const struct opts *o)
 
     pump_init(&rx, o->read_back ? STDOUT_FILENO : -1, "standard output",
               o->timeout_ms, NULL);
-    progress_init(&pg, "sent", o->progress > 0 ||
-                  (o->progress < 0 && isatty(STDERR_FILENO)),
-                  isatty(STDERR_FILENO), input_size(o));
+    progress_init(&pg, "sent", o->progress, input_size(o));
     rc = copy_both_ways(s, fd, STDIN_FILENO, "standard input", &rx, &pg);
     if (rx.discarded > 0)
         say("discarded %" PRIu64 " bytes sent by the server "
@@ -936,7 +967,7 @@ static int serve_exec(const struct opts *o, negstream *s, int fd,
         goto out;
     pump_init(&rx, to_child, "the command", o->timeout_ms, pg);
     rx.close_out = true;                  /* the thread closes it */
-    progress_init(&tx_pg, "sent", false, false, 0);
+    progress_init(&tx_pg, "sent", 0, 0);
     rc = copy_both_ways(s, fd, from_child, "the command's output", &rx,
                         &tx_pg);
     do
@@ -982,9 +1013,7 @@ static int serve_client(const struct opts *o, int fd, const char *peer)
         goto out;
     }
     announce(s);
-    progress_init(&pg, "received", o->progress > 0 ||
-                  (o->progress < 0 && isatty(STDERR_FILENO)),
-                  isatty(STDERR_FILENO), o->size);
+    progress_init(&pg, "received", o->progress, o->size);
     if (o->exec_cmd != NULL) {
         rc = serve_exec(o, s, fd, &pg);
     } else {
@@ -1436,6 +1465,14 @@ static int parse_args(int argc, char **argv, struct opts *o,
     return -1;
 }
 
+/* True if NEGSTREAM_TRACE already turns the library's trace on. */
+static bool trace_set(void)
+{
+    const char *v = getenv("NEGSTREAM_TRACE");
+
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
 int main(int argc, char **argv)
 {
     char target_buf[NI_MAXHOST + 8];
@@ -1446,8 +1483,10 @@ int main(int argc, char **argv)
     if (rc >= 0)
         goto out;
     verbose_on = o.verbose;
-    /* Before any other library call: the library reads it once. */
-    if (o.verbose && setenv("NEGSTREAM_TRACE", "1", 1) != 0) {
+    /* Before any other library call: the library reads it once.  A
+     * trace file the user already named is kept. */
+    if (o.verbose && !trace_set() &&
+        setenv("NEGSTREAM_TRACE", "1", 1) != 0) {
         say("setenv: %s", strerror(errno));
         rc = EXIT_USAGE;
         goto out;
