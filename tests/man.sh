@@ -6,7 +6,8 @@
 #     pages included, and that page renders without a warning.
 #  2. Every page under man/ (man1, man3, man7) renders with
 #     "LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l"
-#     with nothing at all on standard error, and is not empty.
+#     with nothing at all on standard error, and is not empty; the pages
+#     of man3 and man7 also fit in those 80 columns.
 #  3. Every page in man3 has the sections NAME, SYNOPSIS, DESCRIPTION,
 #     RETURN VALUE, ERRORS, THREAD SAFETY, EXAMPLE and SEE ALSO, and every
 #     function it names in NAME is declared in include/negstream.h.
@@ -112,6 +113,15 @@ for page in "$mandir"/man1/*.1 "$mandir"/man3/*.3 "$mandir"/man7/*.7; do
         sed 's/^/    /' "$tmp/err" >&2
     fi
     [ "$(wc -l <"$tmp/out")" -gt 5 ] || fail "$rel: renders (almost) empty"
+    # Our pages fit the 80 columns they are rendered for (no-fill
+    # examples would otherwise run over the edge without a warning).
+    case $rel in
+    man3/*|man7/*)
+        width=$(LC_ALL=C.UTF-8 wc -L <"$tmp/out" | tr -d ' ')
+        [ "$width" -le 80 ] ||
+            fail "$rel: a rendered line is $width columns wide (max 80)"
+        ;;
+    esac
 done
 [ -f "$mandir/man7/negstream.7" ] || fail "man7/negstream.7 is missing"
 [ -f "$mandir/man1/negcat.1" ] || fail "man1/negcat.1 is missing"
