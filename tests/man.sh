@@ -15,6 +15,10 @@
 #     comments 'EXAMPLE-BEGIN' and 'EXAMPLE-END') compile with -Wall
 #     -Wextra -Werror against include/negstream.h, and link against the
 #     built library when they have a main().
+#  5. The prototypes in each page's SYNOPSIS compile after
+#     #include <negstream.h> (so they are the header's), and every
+#     function the page names has one.
+#  6. Every page is listed in man/Makefile.inc (installed, distributed).
 #
 # Environment: top_srcdir, top_builddir (exported by make check; default
 # "."), CC (default cc), NM (default nm).  Exit 0 or 1: missing tools are
@@ -126,6 +130,14 @@ done
 [ -f "$mandir/man7/negstream.7" ] || fail "man7/negstream.7 is missing"
 [ -f "$mandir/man1/negcat.1" ] || fail "man1/negcat.1 is missing"
 
+# Every page is installed and distributed: listed in man/Makefile.inc.
+for page in "$mandir"/man1/*.1 "$mandir"/man3/*.3 "$mandir"/man7/*.7; do
+    [ -f "$page" ] || continue
+    rel=${page#"$mandir"/}
+    grep -q "man/$rel\( \|\$\)" "$mandir/Makefile.inc" ||
+        fail "$rel is not listed in man/Makefile.inc (not installed)"
+done
+
 # ---- 3. the sections of the function pages --------------------------------
 
 # Declared functions: an identifier right before "(" (comments only name
@@ -192,8 +204,11 @@ for page in "$mandir"/man3/*.3 "$mandir"/man7/*.7; do
     fi
     if grep -q '^int main(' "$tmp/$base.c"; then
         # shellcheck disable=SC2086
+        # Not run, only linked: a sanitizer build's library may leave
+        # its runtime's symbols to the executable.
         "$cc_prog" -pthread -o "$tmp/$base.bin" "$tmp/$base.o" \
-            -L"$builddir/.libs" -lnegstream 2>"$tmp/cc.err" || {
+            -L"$builddir/.libs" -lnegstream -Wl,--allow-shlib-undefined \
+            2>"$tmp/cc.err" || {
             fail "$base: the example does not link:"
             sed 's/^/    /' "$tmp/cc.err" >&2
         }
@@ -201,10 +216,47 @@ for page in "$mandir"/man3/*.3 "$mandir"/man7/*.7; do
 done
 [ "$nex" -gt 0 ] || fail "no example found between EXAMPLE-BEGIN/END"
 
+# ---- 5. the SYNOPSIS prototypes are the header's -------------------------
+
+# Every declaration in a page's rendered SYNOPSIS is compiled after
+# #include <negstream.h>: a prototype that differs from the header's is a
+# "conflicting types" error.  Every function of NAME must be declared there.
+nproto=0
+for page in "$mandir"/man3/*.3; do
+    grep -q '^\.so ' "$page" && continue
+    base=$(basename "$page")
+    (cd "$mandir" && LC_ALL=C MANWIDTH=200 MANROFFSEQ='' man -l \
+        "man3/$base" 2>/dev/null) |
+        sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | sed '1d;$d' |
+        grep -v '^ *#' | tr '\n' ' ' | tr ';' '\n' |
+        sed 's/^ *//; s/  */ /g' | grep '(' |
+        grep -v '^typedef struct\|^}\|/\*' >"$tmp/$base.protos"
+    {
+        echo '#include <negstream.h>'
+        sed 's/$/;/' "$tmp/$base.protos"
+    } >"$tmp/$base.syn.c"
+    if ! "$cc_prog" -std=gnu11 -Wall -Wextra -Werror -I"$srcdir/include" \
+            -c -o "$tmp/$base.syn.o" "$tmp/$base.syn.c" 2>"$tmp/cc.err"
+    then
+        fail "$base: SYNOPSIS differs from negstream.h:"
+        sed 's/^/    /' "$tmp/cc.err" >&2
+    fi
+    sed -n '/^\.SH NAME/,/\\-/p' "$page" | sed 's/\\-.*//' |
+        grep -o 'negstream_[a-z_]*' | while read -r fn; do
+            grep -q "[ *]$fn(" "$tmp/$base.protos" ||
+                echo "$fn" >>"$tmp/missing"
+        done
+    nproto=$((nproto + $(wc -l <"$tmp/$base.protos")))
+done
+if [ -s "$tmp/missing" ]; then
+    fail "functions without a prototype in their page's SYNOPSIS:" \
+        "$(tr '\n' ' ' <"$tmp/missing")"
+fi
+
 if [ "$failures" -ne 0 ]; then
     echo "man.sh: $failures failure(s)" >&2
     exit 1
 fi
 echo "man.sh: $nsym symbols have pages, $npages pages render without" \
-    "warnings, $nex examples compile"
+    "warnings, $nex examples compile, $nproto SYNOPSIS prototypes match"
 exit 0
