@@ -1,0 +1,671 @@
+/*
+ * shim.c - an LD_PRELOAD fault-injection library for the fault suites.
+ *
+ *   LD_PRELOAD=$top_builddir/tests/fault/.libs/libfaultshim.so PROGRAM
+ *
+ * It wraps the calls that move bytes on a socket and the allocator:
+ *  - on file descriptors a test armed (faultshim_io_arm): transfers cut
+ *    to one byte, EINTR storms (n failures before each call that goes
+ *    through), EAGAIN on every other call of an O_NONBLOCK fd, so that
+ *    the library's retry, short-count and poll paths run for real;
+ *  - the allocator: the k-th allocation of the arming thread after
+ *    faultshim_malloc_arm(k) returns NULL with ENOMEM, once.  Counting
+ *    one thread only keeps the count deterministic while other threads
+ *    (the peer of the test, pool workers) allocate freely.
+ * Everything else is passed straight to the next definition (libc, or the
+ * sanitizer runtime that wraps libc), found with dlsym(RTLD_NEXT).
+ *
+ * dlsym itself may allocate before the real allocator is known; those few
+ * requests are served from a static arena whose blocks are never freed.
+ * Under AddressSanitizer the shim must come before the ASan runtime in the
+ * library list (ASAN_OPTIONS=verify_asan_link_order=0, which the .krb
+ * scripts set), so that its malloc is the one called and it forwards to
+ * ASan's.
+ */
+#include "config.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* The control functions, found by the tests with dlsym (shim.h). */
+EXPORT void faultshim_malloc_arm(unsigned long k, bool own);
+EXPORT bool faultshim_malloc_disarm(void);
+EXPORT unsigned long faultshim_malloc_count(void);
+EXPORT void faultshim_io_arm(int fd, int modes, unsigned storm);
+EXPORT void faultshim_io_disarm_all(void);
+EXPORT void faultshim_io_stats(faultshim_stats *out);
+
+/* ---- the allocator -------------------------------------------------- */
+
+typedef void *(*malloc_fn)(size_t);
+typedef void *(*calloc_fn)(size_t, size_t);
+typedef void *(*realloc_fn)(void *, size_t);
+typedef void (*free_fn)(void *);
+typedef int (*posix_memalign_fn)(void **, size_t, size_t);
+typedef void *(*aligned_alloc_fn)(size_t, size_t);
+
+static malloc_fn real_malloc;
+static calloc_fn real_calloc;
+static realloc_fn real_realloc;
+static free_fn real_free;
+static posix_memalign_fn real_posix_memalign;
+static aligned_alloc_fn real_aligned_alloc;
+static aligned_alloc_fn real_memalign;
+
+/* Bootstrap arena for allocations made while dlsym runs. */
+#define ARENA_SIZE (64 * 1024)
+static _Alignas(16) unsigned char arena[ARENA_SIZE];
+static atomic_size_t arena_used;
+static TLS int resolving;
+
+/* Per-thread allocation fault. */
+static TLS bool alloc_armed;
+static TLS bool alloc_own;      /* count only the executable's calls */
+static TLS bool alloc_fired;
+static TLS unsigned long alloc_k;
+static TLS unsigned long alloc_count;
+
+static bool in_arena(const void *p)
+{
+    return (const unsigned char *)p >= arena &&
+           (const unsigned char *)p < arena + ARENA_SIZE;
+}
+
+/* Blocks carry their size in the 16 bytes before them, for realloc. */
+static void *arena_alloc(size_t n)
+{
+    size_t need = (n + 15) / 16 * 16 + 16;
+    size_t at = atomic_fetch_add(&arena_used, need);
+
+    if (at + need > ARENA_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    memcpy(arena + at, &n, sizeof(n));
+    return arena + at + 16;
+}
+
+static size_t arena_size(const void *p)
+{
+    size_t n;
+
+    memcpy(&n, (const unsigned char *)p - 16, sizeof(n));
+    return n;
+}
+
+static void resolve_alloc(void)
+{
+    resolving++;
+    if (real_malloc == NULL)
+        real_malloc = (malloc_fn)dlsym(RTLD_NEXT, "malloc");
+    if (real_calloc == NULL)
+        real_calloc = (calloc_fn)dlsym(RTLD_NEXT, "calloc");
+    if (real_realloc == NULL)
+        real_realloc = (realloc_fn)dlsym(RTLD_NEXT, "realloc");
+    if (real_free == NULL)
+        real_free = (free_fn)dlsym(RTLD_NEXT, "free");
+    if (real_posix_memalign == NULL)
+        real_posix_memalign =
+            (posix_memalign_fn)dlsym(RTLD_NEXT, "posix_memalign");
+    if (real_aligned_alloc == NULL)
+        real_aligned_alloc =
+            (aligned_alloc_fn)dlsym(RTLD_NEXT, "aligned_alloc");
+    if (real_memalign == NULL)
+        real_memalign = (aligned_alloc_fn)dlsym(RTLD_NEXT, "memalign");
+    resolving--;
+}
+
+/* The executable's mapped range: the test program, with the library
+ * linked in statically (libnegstream_internal.la). */
+static uintptr_t exe_lo, exe_hi;
+
+static int find_exe(struct dl_phdr_info *info, size_t size, void *data)
+{
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    int i;
+
+    (void)size;
+    (void)data;
+    /* The first object reported is the executable. */
+    for (i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+
+        if (ph->p_type != PT_LOAD)
+            continue;
+        if (info->dlpi_addr + ph->p_vaddr < lo)
+            lo = info->dlpi_addr + ph->p_vaddr;
+        if (info->dlpi_addr + ph->p_vaddr + ph->p_memsz > hi)
+            hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+    }
+    exe_lo = lo;
+    exe_hi = hi;
+    return 1;
+}
+
+/* True when this allocation, requested from 'caller', is the armed
+ * one. */
+static bool alloc_fails(const void *caller)
+{
+    if (!alloc_armed)
+        return false;
+    if (alloc_own && ((uintptr_t)caller < exe_lo ||
+                      (uintptr_t)caller >= exe_hi))
+        return false;
+    alloc_count++;
+    if (alloc_count == alloc_k && !alloc_fired) {
+        alloc_fired = true;
+        errno = ENOMEM;
+        return true;
+    }
+    return false;
+}
+
+EXPORT void *malloc(size_t n)
+{
+    if (resolving)
+        return arena_alloc(n);
+    if (alloc_fails(__builtin_return_address(0)))
+        return NULL;
+    if (real_malloc == NULL)
+        resolve_alloc();
+    return real_malloc != NULL ? real_malloc(n) : arena_alloc(n);
+}
+
+EXPORT void *calloc(size_t m, size_t n)
+{
+    if (resolving) {
+        if (n != 0 && m > SIZE_MAX / n) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        return arena_alloc(m * n);   /* the arena is never reused: zero */
+    }
+    if (alloc_fails(__builtin_return_address(0)))
+        return NULL;
+    if (real_calloc == NULL)
+        resolve_alloc();
+    if (real_calloc == NULL)
+        return arena_alloc(n != 0 && m > SIZE_MAX / n ? SIZE_MAX : m * n);
+    return real_calloc(m, n);
+}
+
+EXPORT void *realloc(void *p, size_t n)
+{
+    void *q;
+
+    if (p != NULL && in_arena(p)) {
+        size_t old = arena_size(p);
+
+        q = malloc(n);
+        if (q != NULL)
+            memcpy(q, p, old < n ? old : n);
+        return q;
+    }
+    if (resolving)
+        return arena_alloc(n);
+    if (alloc_fails(__builtin_return_address(0)))
+        return NULL;
+    if (real_realloc == NULL)
+        resolve_alloc();
+    return real_realloc(p, n);
+}
+
+EXPORT void free(void *p)
+{
+    if (p == NULL || in_arena(p))
+        return;
+    if (real_free == NULL)
+        resolve_alloc();
+    real_free(p);
+}
+
+EXPORT int posix_memalign(void **out, size_t align, size_t n)
+{
+    if (alloc_fails(__builtin_return_address(0)))
+        return ENOMEM;
+    if (real_posix_memalign == NULL)
+        resolve_alloc();
+    return real_posix_memalign(out, align, n);
+}
+
+EXPORT void *aligned_alloc(size_t align, size_t n)
+{
+    if (alloc_fails(__builtin_return_address(0)))
+        return NULL;
+    if (real_aligned_alloc == NULL)
+        resolve_alloc();
+    return real_aligned_alloc(align, n);
+}
+
+EXPORT void *memalign(size_t align, size_t n)
+{
+    if (alloc_fails(__builtin_return_address(0)))
+        return NULL;
+    if (real_memalign == NULL)
+        resolve_alloc();
+    return real_memalign(align, n);
+}
+
+EXPORT void faultshim_malloc_arm(unsigned long k, bool own)
+{
+    if (exe_hi == 0)
+        dl_iterate_phdr(find_exe, NULL);
+    alloc_own = own;
+    alloc_k = k;
+    alloc_count = 0;
+    alloc_fired = false;
+    alloc_armed = true;
+}
+
+/* The string allocators the library calls.  Their own malloc inside
+ * libc is counted in the "every allocation" mode; in the "own" mode it
+ * comes from libc and is not, so they are counted here, by caller. */
+typedef char *(*strdup_fn)(const char *);
+typedef char *(*strndup_fn)(const char *, size_t);
+typedef int (*vasprintf_fn)(char **, const char *, va_list);
+
+EXPORT char *strdup(const char *str)
+{
+    static strdup_fn real_strdup;
+
+    if (alloc_own && alloc_fails(__builtin_return_address(0)))
+        return NULL;
+    if (real_strdup == NULL)
+        real_strdup = (strdup_fn)dlsym(RTLD_NEXT, "strdup");
+    return real_strdup(str);
+}
+
+EXPORT char *strndup(const char *str, size_t n)
+{
+    static strndup_fn real_strndup;
+
+    if (alloc_own && alloc_fails(__builtin_return_address(0)))
+        return NULL;
+    if (real_strndup == NULL)
+        real_strndup = (strndup_fn)dlsym(RTLD_NEXT, "strndup");
+    return real_strndup(str, n);
+}
+
+static int do_vasprintf(const void *caller, char **out, const char *fmt,
+                        va_list ap) __attribute__((format(printf, 3, 0)));
+
+static int do_vasprintf(const void *caller, char **out, const char *fmt,
+                        va_list ap)
+{
+    static vasprintf_fn real_vasprintf;
+
+    if (alloc_own && alloc_fails(caller)) {
+        *out = NULL;
+        return -1;
+    }
+    if (real_vasprintf == NULL)
+        real_vasprintf = (vasprintf_fn)dlsym(RTLD_NEXT, "vasprintf");
+    return real_vasprintf(out, fmt, ap);
+}
+
+EXPORT int vasprintf(char **out, const char *fmt, va_list ap)
+{
+    return do_vasprintf(__builtin_return_address(0), out, fmt, ap);
+}
+
+EXPORT int asprintf(char **out, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = do_vasprintf(__builtin_return_address(0), out, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+EXPORT bool faultshim_malloc_disarm(void)
+{
+    alloc_armed = false;
+    return alloc_fired;
+}
+
+EXPORT unsigned long faultshim_malloc_count(void)
+{
+    return alloc_count;
+}
+
+/* ---- I/O on armed fds ----------------------------------------------- */
+
+#define MAX_ARMED 8
+
+typedef struct armed_fd {
+    atomic_int   fd;            /* -1: free slot */
+    atomic_int   modes;
+    atomic_uint  storm;
+    atomic_ulong calls;         /* per-fd call counter (EINTR, EAGAIN) */
+} armed_fd;
+
+static armed_fd armed[MAX_ARMED] = {
+    { -1, 0, 0, 0 }, { -1, 0, 0, 0 }, { -1, 0, 0, 0 }, { -1, 0, 0, 0 },
+    { -1, 0, 0, 0 }, { -1, 0, 0, 0 }, { -1, 0, 0, 0 }, { -1, 0, 0, 0 },
+};
+static atomic_ulong st_short, st_eintr, st_eagain, st_calls;
+static pthread_mutex_t arm_mu = PTHREAD_MUTEX_INITIALIZER;
+
+EXPORT void faultshim_io_arm(int fd, int modes, unsigned storm)
+{
+    int i, free_slot = -1;
+
+    pthread_mutex_lock(&arm_mu);
+    for (i = 0; i < MAX_ARMED; i++) {
+        if (atomic_load(&armed[i].fd) == fd) {
+            free_slot = i;
+            break;
+        }
+        if (free_slot < 0 && atomic_load(&armed[i].fd) < 0)
+            free_slot = i;
+    }
+    if (free_slot >= 0) {
+        armed_fd *a = &armed[free_slot];
+
+        atomic_store(&a->fd, -1);
+        atomic_store(&a->modes, modes);
+        atomic_store(&a->storm, storm);
+        atomic_store(&a->calls, 0);
+        if (modes != 0)
+            atomic_store(&a->fd, fd);
+    }
+    pthread_mutex_unlock(&arm_mu);
+}
+
+EXPORT void faultshim_io_disarm_all(void)
+{
+    int i;
+
+    pthread_mutex_lock(&arm_mu);
+    for (i = 0; i < MAX_ARMED; i++)
+        atomic_store(&armed[i].fd, -1);
+    pthread_mutex_unlock(&arm_mu);
+}
+
+EXPORT void faultshim_io_stats(faultshim_stats *out)
+{
+    out->short_io = atomic_load(&st_short);
+    out->eintr = atomic_load(&st_eintr);
+    out->eagain = atomic_load(&st_eagain);
+    out->calls = atomic_load(&st_calls);
+}
+
+static armed_fd *find_armed(int fd)
+{
+    int i;
+
+    if (fd < 0)
+        return NULL;
+    for (i = 0; i < MAX_ARMED; i++)
+        if (atomic_load(&armed[i].fd) == fd)
+            return &armed[i];
+    return NULL;
+}
+
+/*
+ * Decides the fate of one call on fd.  Returns -1 with errno set when the
+ * call is to fail without reaching the kernel; else 0, with *one set when
+ * the transfer is to be cut to one byte.
+ */
+static int intercept(int fd, bool *one)
+{
+    armed_fd *a = find_armed(fd);
+    unsigned long c;
+    int modes;
+
+    *one = false;
+    if (a == NULL)
+        return 0;
+    modes = atomic_load(&a->modes);
+    c = atomic_fetch_add(&a->calls, 1);
+    atomic_fetch_add(&st_calls, 1);
+    if (modes & FAULTSHIM_EINTR) {
+        unsigned storm = atomic_load(&a->storm);
+
+        if (storm > 0 && c % (storm + 1) != storm) {
+            atomic_fetch_add(&st_eintr, 1);
+            errno = EINTR;
+            return -1;
+        }
+    }
+    if ((modes & FAULTSHIM_EAGAIN) && c % 2 == 0) {
+        int fl = fcntl(fd, F_GETFL);
+
+        if (fl >= 0 && (fl & O_NONBLOCK)) {
+            atomic_fetch_add(&st_eagain, 1);
+            errno = EAGAIN;
+            return -1;
+        }
+    }
+    if (modes & FAULTSHIM_SHORT)
+        *one = true;
+    return 0;
+}
+
+/* Cuts a vector to its first byte; returns the new count (0 or 1). */
+static int iov_one(const struct iovec *iov, int cnt, struct iovec *out)
+{
+    int i;
+
+    for (i = 0; i < cnt; i++) {
+        if (iov[i].iov_len > 0) {
+            out->iov_base = iov[i].iov_base;
+            out->iov_len = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+    size_t n = 0;
+    int i;
+
+    for (i = 0; i < cnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+#define NEXT(type, name) \
+    static type real_##name; \
+    if (real_##name == NULL) \
+        real_##name = (type)dlsym(RTLD_NEXT, #name)
+
+typedef ssize_t (*send_fn)(int, const void *, size_t, int);
+typedef ssize_t (*sendto_fn)(int, const void *, size_t, int,
+                             const struct sockaddr *, socklen_t);
+typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
+typedef ssize_t (*write_fn)(int, const void *, size_t);
+typedef ssize_t (*writev_fn)(int, const struct iovec *, int);
+typedef ssize_t (*recv_fn)(int, void *, size_t, int);
+typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *,
+                               socklen_t *);
+typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
+typedef ssize_t (*read_fn)(int, void *, size_t);
+
+EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    bool one;
+    NEXT(send_fn, send);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && n > 1) {
+        atomic_fetch_add(&st_short, 1);
+        n = 1;
+    }
+    return real_send(fd, buf, n, flags);
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                      const struct sockaddr *to, socklen_t tolen)
+{
+    bool one;
+    NEXT(sendto_fn, sendto);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && n > 1) {
+        atomic_fetch_add(&st_short, 1);
+        n = 1;
+    }
+    return real_sendto(fd, buf, n, flags, to, tolen);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    struct msghdr m;
+    struct iovec v;
+    bool one;
+    NEXT(sendmsg_fn, sendmsg);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && iov_total(msg->msg_iov, (int)msg->msg_iovlen) > 1) {
+        atomic_fetch_add(&st_short, 1);
+        m = *msg;
+        m.msg_iovlen = (size_t)iov_one(msg->msg_iov, (int)msg->msg_iovlen,
+                                       &v);
+        m.msg_iov = &v;
+        return real_sendmsg(fd, &m, flags);
+    }
+    return real_sendmsg(fd, msg, flags);
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    bool one;
+    NEXT(write_fn, write);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && n > 1) {
+        atomic_fetch_add(&st_short, 1);
+        n = 1;
+    }
+    return real_write(fd, buf, n);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    struct iovec v;
+    bool one;
+    NEXT(writev_fn, writev);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && iov_total(iov, cnt) > 1) {
+        atomic_fetch_add(&st_short, 1);
+        return real_writev(fd, &v, iov_one(iov, cnt, &v));
+    }
+    return real_writev(fd, iov, cnt);
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    bool one;
+    NEXT(recv_fn, recv);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && n > 1) {
+        atomic_fetch_add(&st_short, 1);
+        n = 1;
+    }
+    return real_recv(fd, buf, n, flags);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
+                        struct sockaddr *from, socklen_t *fromlen)
+{
+    bool one;
+    NEXT(recvfrom_fn, recvfrom);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && n > 1) {
+        atomic_fetch_add(&st_short, 1);
+        n = 1;
+    }
+    return real_recvfrom(fd, buf, n, flags, from, fromlen);
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    struct msghdr m;
+    struct iovec v;
+    ssize_t r;
+    bool one;
+    NEXT(recvmsg_fn, recvmsg);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && iov_total(msg->msg_iov, (int)msg->msg_iovlen) > 1) {
+        atomic_fetch_add(&st_short, 1);
+        m = *msg;
+        m.msg_iovlen = (size_t)iov_one(msg->msg_iov, (int)msg->msg_iovlen,
+                                       &v);
+        m.msg_iov = &v;
+        r = real_recvmsg(fd, &m, flags);
+        msg->msg_flags = m.msg_flags;
+        msg->msg_controllen = m.msg_controllen;
+        msg->msg_namelen = m.msg_namelen;
+        return r;
+    }
+    return real_recvmsg(fd, msg, flags);
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    bool one;
+    NEXT(read_fn, read);
+
+    if (intercept(fd, &one) < 0)
+        return -1;
+    if (one && n > 1) {
+        atomic_fetch_add(&st_short, 1);
+        n = 1;
+    }
+    return real_read(fd, buf, n);
+}
+
+/* The _FORTIFY_SOURCE entry points, in case the library is built with
+ * it: they end in the wrappers above. */
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen,
+                          int flags);
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen,
+                          int flags)
+{
+    (void)buflen;
+    return recv(fd, buf, n, flags);
+}
+
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen);
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+    (void)buflen;
+    return read(fd, buf, n);
+}
