@@ -68,16 +68,16 @@ one() {
     server "$1" --protection EncryptAndSign --no-hash >&2
     if [ "$1" = dotnet ]; then
         dotnet_client "$1" "$spn" EncryptAndSign --no-hash \
-            --send-stream $bytes >/dev/null
+            --send-stream $bytes >&2
     else
         client "$1" --protection EncryptAndSign --target "$spn" --no-hash \
-            --send-stream $bytes >/dev/null
+            --send-stream $bytes >&2
     fi
-    server_wait >/dev/null
+    server_wait >&2
     if [ "$CRC" -ne 0 ] || [ "$SRC" -ne 0 ] ||
        [ "$(get recv "$SOUT")" != "$bytes" ]; then
         echo "bench/dotnet.sh: $1 run failed" >&2
-        echo "  client: $COUT" >&2
+        echo "  client (exit $CRC): $COUT" >&2
         echo "  server: $SOUT" >&2
         exit 1
     fi
