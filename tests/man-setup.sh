@@ -15,7 +15,10 @@
 #    SETUP-OUTPUT-BEGIN and SETUP-OUTPUT-END): the server names
 #    alice@LAB.TEST, Kerberos, encrypt and mutual authentication, and the
 #    line arrived;
-#  - the page's last command stopped the KDC.
+#  - the page's last command stopped the KDC;
+#  - then, in that realm, the example program of negstream_begin_write(3)
+#    (blocking, wait-on-handle and callback writes) sends its data to a
+#    negcat server, which receives all of it.
 # A KDC that could not bind its port (a race for the free port) gets a new
 # pair of ports, up to 3 attempts.
 #
@@ -244,6 +247,91 @@ if [ -s "$dir/kdc.pid" ]; then
 else
     fail "no $dir/kdc.pid: the KDC did not start"
 fi
+
+# ---- the example of negstream_begin_write(3) in this realm ---------------
+
+# Its three ways of writing (blocking, waiting on the handle, callbacks)
+# send "hello\n" and twice 1 MiB of '*' to a negcat server.  The KDC is
+# gone by now: the client uses the service ticket negcat left in the cache.
+# Not run against a sanitizer build of the library (an uninstrumented
+# program cannot load it); it is still compiled by tests/man.sh.
+run_example() {
+    _ex=$work/begin_write
+    _lib=$builddir/.libs/libnegstream.so
+    sed -n '/^\.\\" EXAMPLE-BEGIN$/,/^\.\\" EXAMPLE-END$/p' \
+        "$srcdir/man/man3/negstream_begin_write.3" |
+        grep -v '^\.\\" EXAMPLE-' | unroff >"$_ex.c"
+    if ldd "$_lib" 2>/dev/null | grep -q 'lib[atu][a-z]*san'; then
+        log "the library is sanitized: the example is not run here"
+        return 0
+    fi
+    _libdir=$(cd "$builddir/.libs" && pwd)
+    if ! ${CC:-cc} -std=gnu99 -pthread -I"$srcdir/include" -o "$_ex" \
+            "$_ex.c" -L"$_libdir" -lnegstream -Wl,-rpath,"$_libdir" \
+            2>"$_ex.cc"; then
+        show "$_ex.cc"
+        fail "the example of negstream_begin_write(3) does not build"
+        return 0
+    fi
+    _port=$("$freeport") || die 99 "$freeport failed"
+    (
+        cd "$dir" || exit 99
+        KRB5_CONFIG=$dir/krb5.conf KRB5CCNAME=FILE:$dir/ccache \
+            KRB5_KTNAME=FILE:$dir/krb5.keytab KRB5RCACHEDIR=$dir \
+            exec "$tools/negcat" -l --once -p "$_port" \
+            >"$_ex.recv" 2>"$_ex.srv" </dev/null
+    ) &
+    _srv=$!
+    _i=0
+    _hex=$(printf '%04X' "$_port")
+    until awk -v a="0100007F:$_hex" '$2 == a && $4 == "0A" { f = 1 }
+              END { exit !f }' /proc/net/tcp; do
+        _i=$((_i + 1))
+        if ! alive "$_srv" || [ "$_i" -gt $((WAIT_LIMIT * 10)) ]; then
+            show "$_ex.srv"
+            fail "negcat -l for the example did not listen"
+            return 0
+        fi
+        sleep 0.1
+    done
+    (
+        cd "$dir" || exit 99
+        KRB5_CONFIG=$dir/krb5.conf KRB5CCNAME=FILE:$dir/ccache \
+            KRB5RCACHEDIR=$dir \
+            exec "$_ex" 127.0.0.1 "$_port" host/localhost \
+            >"$_ex.out" 2>"$_ex.err" </dev/null
+    ) &
+    _cli=$!
+    _i=0
+    while alive "$_cli" || alive "$_srv"; do
+        _i=$((_i + 1))
+        if [ "$_i" -gt $((WAIT_LIMIT * 10)) ]; then
+            fail "the example or its server still runs after ${WAIT_LIMIT}s"
+            stop_ours
+            break
+        fi
+        sleep 0.1
+    done
+    wait "$_cli"
+    _crc=$?
+    wait "$_srv"
+    _src=$?
+    _size=$(wc -c <"$_ex.recv" | tr -d ' ')
+    _stars=$(tail -c +7 "$_ex.recv" | tr -d '*' | wc -c | tr -d ' ')
+    if [ "$_crc" -ne 0 ] || [ "$_src" -ne 0 ] ||
+       [ "$(head -c 6 "$_ex.recv")" != hello ] ||
+       [ "$_size" -ne $((6 + 2 * 1048576)) ] || [ "$_stars" -ne 0 ]; then
+        fail "the example of negstream_begin_write(3): client exit" \
+            "$_crc, server exit $_src, $_size bytes received"
+        show "$_ex.out"
+        show "$_ex.err"
+        show "$_ex.srv"
+    else
+        log "ok: the example of negstream_begin_write(3) sent" \
+            "$_size bytes in its three ways"
+    fi
+}
+[ "$failures" -eq 0 ] && run_example
 
 if [ "$failures" -ne 0 ]; then
     log "the commands exited with status $status"
