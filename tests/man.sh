@@ -58,6 +58,12 @@ done
     exit 1
 }
 
+# No options from the caller's environment; no seccomp sandbox (some
+# container runtimes refuse to install one, and man-db then fails).
+unset MANOPT MANSECT
+MAN_DISABLE_SECCOMP=1
+export MAN_DISABLE_SECCOMP
+
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/negstream-man.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT HUP INT TERM
 
