@@ -55,8 +55,9 @@ if [ -z "${NEGTEST_REALM_DIR:-}" ]; then
         --runs "$runs"
 fi
 
-me=dotnet-bench
+me=bench-dotnet.sh
 interop_src=$top_srcdir/tests/interop
+# shellcheck source=tests/interop/lib.sh
 . "$interop_src/lib.sh"
 need_dotnet
 

@@ -124,7 +124,8 @@ class Options
             }
         }
         if (o.Echo && o.Recv >= 0)
-            throw new ArgumentException("--echo and --recv exclude each other");
+            throw new ArgumentException(
+                "--echo and --recv exclude each other");
         if (o.Chunk <= 0)
             throw new ArgumentException("--chunk must be > 0");
         return o;

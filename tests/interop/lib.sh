@@ -66,7 +66,7 @@ tmp=$NEGTEST_REALM_DIR/$me
 mkdir -p "$tmp" || exit 99
 mkdir -p "$bdir" && bdir=$(cd "$bdir" && pwd)
 
-# ---- the .NET client ------------------------------------------------------
+# ---- the .NET client -------------------------------------------------------
 
 # need_dotnet: the runtime (fetch-dotnet, cached in the build tree) and
 # NegClient.dll, built once under a lock so parallel tests share them.
@@ -108,7 +108,7 @@ dotnet_client() {
     show "$tmp/$_n.cli.err"
 }
 
-# ---- our peer ---------------------------------------------------------------
+# ---- our peer --------------------------------------------------------------
 
 show() {
     [ -s "$1" ] || return 0
@@ -175,7 +175,7 @@ client() {
     show "$tmp/$_n.cli.err"
 }
 
-# ---- the Python acceptor ------------------------------------------------------
+# ---- the Python acceptor ---------------------------------------------------
 
 need_python() {
     "$PY" -c 'import gssapi' 2>/dev/null ||
@@ -201,7 +201,7 @@ acceptor_wait() {
     printf '  acceptor (rc=%s): %s\n' "$ARC" "$AOUT"
 }
 
-# ---- checks -----------------------------------------------------------------
+# ---- checks ----------------------------------------------------------------
 
 get() {
     if [ "$1" = error ]; then

@@ -192,7 +192,7 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* ---- the writer: a chain of begin_write calls ---------------------------- */
+/* ---- the writer: a chain of begin_write calls ------------------------- */
 
 typedef struct writer {
     negstream *s;
