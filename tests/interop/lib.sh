@@ -18,6 +18,9 @@
 #   get KEY LINE           the value of KEY in a result line ("error": the
 #                          rest of the line)
 # Only PIDs started here are ever signalled.
+# NEGTEST_PEER_WRAPPER, if set, is a command prefix for nns_peer run
+# through libtool (e.g. "valgrind -q --error-exitcode=1"): a memcheck run
+# of our side of every interop session.
 #
 # Copyright (c) 2026 the libnegstream authors.  MIT licence (COPYING).
 
@@ -30,6 +33,15 @@ case $interop_src in
 */bench) interop_src=$(cd "$interop_src/../tests/interop" && pwd) ;;
 esac
 peer=$top_builddir/tests/interop/nns_peer
+run_peer() {
+    if [ -n "${NEGTEST_PEER_WRAPPER:-}" ]; then
+        # shellcheck disable=SC2086  # a command line, split on purpose
+        "$top_builddir/libtool" --mode=execute $NEGTEST_PEER_WRAPPER \
+            "$peer" "$@"
+    else
+        "$peer" "$@"
+    fi
+}
 bdir=$top_builddir/tests/interop
 spid='' apid=''
 npass=0 nfail=0 fails=''
@@ -150,7 +162,7 @@ server() {
     shift
     sfile=$tmp/$_sn.srv
     printf '+ nns_peer server %s\n' "$*"
-    "$peer" server "$@" >"$sfile" 2>"$tmp/$_sn.srv.err" &
+    run_peer server "$@" >"$sfile" 2>"$tmp/$_sn.srv.err" &
     spid=$!
     wait_port "$sfile" "$spid"
 }
@@ -164,12 +176,23 @@ server_wait() {
     show "$tmp/$_sn.srv.err"
 }
 
+# timeout(1) needs a program, not a shell function
+run_peer_timeout() {
+    if [ -n "${NEGTEST_PEER_WRAPPER:-}" ]; then
+        # shellcheck disable=SC2086
+        timeout -k 5 "$WAIT_LIMIT" "$top_builddir/libtool" --mode=execute \
+            $NEGTEST_PEER_WRAPPER "$peer" "$@"
+    else
+        timeout -k 5 "$WAIT_LIMIT" "$peer" "$@"
+    fi
+}
+
 client() {
     _n=$1
     shift
     printf '+ nns_peer client 127.0.0.1 %s %s\n' "$port" "$*"
-    COUT=$(timeout -k 5 "$WAIT_LIMIT" "$peer" client 127.0.0.1 "$port" \
-               "$@" 2>"$tmp/$_n.cli.err")
+    COUT=$(run_peer_timeout client 127.0.0.1 "$port" "$@" \
+               2>"$tmp/$_n.cli.err")
     CRC=$?
     printf '  client (rc=%s): %s\n' "$CRC" "$COUT"
     show "$tmp/$_n.cli.err"
