@@ -161,6 +161,9 @@ server() {
     _sn=$1
     shift
     sfile=$tmp/$_sn.srv
+    # a stale file of an earlier session with this name would give
+    # wait_port the old port before the new server truncates it
+    rm -f "$sfile"
     printf '+ nns_peer server %s\n' "$*"
     run_peer server "$@" >"$sfile" 2>"$tmp/$_sn.srv.err" &
     spid=$!
@@ -209,6 +212,7 @@ acceptor() {
     _an=$1
     shift
     afile=$tmp/$_an.acc
+    rm -f "$afile"
     printf '+ nns_acceptor.py %s\n' "$*"
     "$PY" "$interop_src/nns_acceptor.py" --timeout "$WAIT_LIMIT" "$@" \
         >"$afile" 2>&1 &
