@@ -1231,7 +1231,13 @@ ssize_t negstream__gss_unwrap(negstream__gss *g, uint8_t *buf, size_t len,
         return -1;
     }
 #if HAVE_GSS_UNWRAP_IOV
-    if (g->wrap_iov != IOV_UNSUPPORTED) {
+    /* MIT krb5 1.20's gss_unwrap_iov in stream mode dereferences NULL
+     * when a Kerberos token is not a wrap token (a peer sending
+     * "01 01 ...", the RFC 1964 MIC id, crashes the reader; found by
+     * tests/fuzz/fuzz_reader).  Only CFX wrap tokens (05 04) go to it;
+     * gss_unwrap refuses the others cleanly. */
+    if (g->wrap_iov != IOV_UNSUPPORTED &&
+        (g->is_ntlm || (len >= 2 && buf[0] == 0x05 && buf[1] == 0x04))) {
         n = unwrap_iov(g, buf, len, plain_off, err);
         if (n != -2) {
             g->wrap_iov = IOV_WORKS;
