@@ -7,6 +7,9 @@
  *
  *   lib-callback   begin_write chained from its callback, P streams
  *                  (BENCH_SW_STREAMS, default 64) in flight at once;
+ *   lib-callback-1 the same on a pool of exactly one worker, the shape of
+ *                  the hand-written queue below (the fair comparison: the
+ *                  default pool may run up to 4 workers on 2 CPUs);
  *   lib-wait       begin_write, negstream_async_wait, end_write, one at a
  *                  time on one stream;
  *   queue-callback a minimal job queue (mutex, condvar, one worker): the
@@ -16,6 +19,9 @@
  *   queue-spin     the same with a short spin (BENCH_SW_SPIN_NS, default
  *                  20 us) before blocking, in the waiter and in the idle
  *                  worker;
+ *   inline         no thread at all: the caller wraps and sends itself,
+ *                  one at a time (the floor under every one-at-a-time
+ *                  figure: what remains is the cost of the hand-off);
  *   aio-suspend    glibc POSIX AIO: wrap on the caller, aio_write,
  *                  aio_suspend, aio_return, one at a time;
  *   aio-sigev      aio_write with SIGEV_THREAD: the notification wraps and
@@ -32,6 +38,7 @@
 #include <aio.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,6 +51,7 @@
 #include <gssapi/gssapi.h>
 
 #include "benchutil.h"
+#include "pool.h"
 #include "stream.h"
 
 #define MSG_SIZE 64
@@ -233,11 +241,28 @@ static void lib_cb(negstream_async *ar)
         lib_issue(st);
 }
 
-static double run_lib_callback(void)
+static negstream_pool *g_pool1;
+
+/* All client streams on pool p (NULL: the default pool). */
+static void set_pools(negstream_pool *p)
 {
-    double t0, t1;
+    negstream_error err;
     size_t i;
 
+    if (p == NULL && (p = negstream__pool_default(&err)) == NULL)
+        bu_die("default pool: %s", err.message);
+    for (i = 0; i < g_nstreams; i++)
+        if (negstream_set_pool(g_client[i], p, &err) < 0)
+            bu_die("negstream_set_pool: %s", err.message);
+}
+
+static double run_lib_callback(bool one_worker)
+{
+    double t0, t1, rate;
+    size_t i;
+
+    if (one_worker)
+        set_pools(g_pool1);
     run_reset(g_ops_cb);
     t0 = bu_now();
     for (i = 0; i < g_nstreams; i++) {
@@ -247,7 +272,17 @@ static double run_lib_callback(void)
     }
     wait_all_done();
     t1 = bu_now();
-    return (double)g_ops_cb / (t1 - t0);
+    rate = (double)g_ops_cb / (t1 - t0);
+    if (one_worker) {
+        /* The last callback may still be ending its result. */
+        while (negstream_set_pool(g_client[0], g_pool1, NULL) < 0)
+            sched_yield();
+        for (i = 0; i < g_nstreams; i++)
+            while (negstream_set_pool(g_client[i], g_pool1, NULL) < 0)
+                sched_yield();
+        set_pools(NULL);
+    }
+    return rate;
 }
 
 static double run_lib_wait(void)
@@ -470,6 +505,25 @@ static double run_queue_wait(bool spin)
     return (double)g_ops_wait / (t1 - t0);
 }
 
+/* ---- inline: the work alone ------------------------------------------- */
+
+static double run_inline(void)
+{
+    double t0, t1;
+    uint64_t tb;
+    size_t k;
+
+    run_reset(g_ops_wait);
+    t0 = bu_now();
+    for (k = 0; k < g_ops_wait; k++) {
+        tb = bu_now_ns();
+        wrap_send(0);
+        record(tb);
+    }
+    t1 = bu_now();
+    return (double)g_ops_wait / (t1 - t0);
+}
+
 /* ---- glibc POSIX AIO ---------------------------------------------------- */
 
 typedef struct aioop {
@@ -559,26 +613,29 @@ static double run_aio_sigev(void)
 
 /* ---- main --------------------------------------------------------------- */
 
-enum { V_LIB_CB, V_LIB_WAIT, V_Q_CB, V_Q_COND, V_Q_SPIN, V_AIO_SUSP,
-       V_AIO_SIGEV, NV };
+enum { V_LIB_CB, V_LIB_CB1, V_LIB_WAIT, V_Q_CB, V_Q_COND, V_Q_SPIN, V_AIO_SUSP,
+       V_AIO_SIGEV, V_INLINE, NV };
 
 static const char *const vname[NV] = {
-    "lib callback-chained begin_write", "lib wait-on-handle",
+    "lib callback-chained begin_write",
+    "lib callback-chained, 1-worker pool", "lib wait-on-handle",
     "queue callback (pipelined)", "queue submit+condvar wait",
     "queue submit+spin-then-block", "glibc aio_write+aio_suspend",
-    "glibc aio_write SIGEV_THREAD"
+    "glibc aio_write SIGEV_THREAD", "inline wrap+send, no thread"
 };
 
 static double run_variant(int v, size_t *nops)
 {
     switch (v) {
-    case V_LIB_CB:    *nops = g_ops_cb; return run_lib_callback();
+    case V_LIB_CB:    *nops = g_ops_cb; return run_lib_callback(false);
+    case V_LIB_CB1:   *nops = g_ops_cb; return run_lib_callback(true);
     case V_LIB_WAIT:  *nops = g_ops_wait; return run_lib_wait();
     case V_Q_CB:      *nops = g_ops_cb; return run_queue_callback();
     case V_Q_COND:    *nops = g_ops_wait; return run_queue_wait(false);
     case V_Q_SPIN:    *nops = g_ops_wait; return run_queue_wait(true);
     case V_AIO_SUSP:  *nops = g_ops_aio; return run_aio_suspend();
-    default:          *nops = g_ops_aio; return run_aio_sigev();
+    case V_AIO_SIGEV: *nops = g_ops_aio; return run_aio_sigev();
+    default:          *nops = g_ops_wait; return run_inline();
     }
 }
 
@@ -600,6 +657,8 @@ int main(int argc, char **argv)
     static double ops[NV][BU_MAX_RUNS], p50[NV][BU_MAX_RUNS],
                   p99[NV][BU_MAX_RUNS];
     int runs = bu_runs(), r, v;
+    unsigned only;
+    negstream_error err;
     size_t i, n, maxops;
     char name[128];
     bool tcp;
@@ -610,6 +669,8 @@ int main(int argc, char **argv)
     g_ops_wait = bu_env_size("BENCH_SW_WAIT_OPS", 50000);
     g_ops_aio = bu_env_size("BENCH_SW_AIO_OPS", 10000);
     g_spin_ns = bu_env_size("BENCH_SW_SPIN_NS", 20000);
+    /* For profiling: a bit mask of the variants to run (default all). */
+    only = (unsigned)bu_env_size("BENCH_SW_ONLY", (1u << NV) - 1);
     tcp = bu_env_size("BENCH_SW_TCP", 1) != 0;
     if (g_nstreams < 1 || g_nstreams > MAX_STREAMS)
         bu_die("BENCH_SW_STREAMS must be 1..%d", MAX_STREAMS);
@@ -622,7 +683,11 @@ int main(int argc, char **argv)
         bu_die("out of memory");
     memset(g_msg, 'x', sizeof(g_msg));
 
-    /* The library's streams use the default pool, as most users'. */
+    /* The library's streams use the default pool, as most users', except
+     * in lib-callback-1. */
+    g_pool1 = negstream_pool_new(1, 1, &err);
+    if (g_pool1 == NULL)
+        bu_die("negstream_pool_new: %s", err.message);
     for (i = 0; i < g_nstreams; i++) {
         int fds[2];
 
@@ -637,7 +702,8 @@ int main(int argc, char **argv)
     g_ops_wait /= 10;
     g_ops_aio /= 10;
     for (v = 0; v < NV; v++)
-        run_variant(v, &n);
+        if (only & (1u << v))
+            run_variant(v, &n);
     g_ops_cb *= 10;
     g_ops_wait *= 10;
     g_ops_aio *= 10;
@@ -647,6 +713,8 @@ int main(int argc, char **argv)
             /* Rotate the order between runs. */
             int vv = (v + r) % NV;
 
+            if (!(only & (1u << vv)))
+                continue;
             ops[vv][r] = run_variant(vv, &n);
             p50[vv][r] = bu_quantile(g_lat, n, 0.50);
             p99[vv][r] = bu_quantile(g_lat, n, 0.99);
@@ -665,6 +733,7 @@ int main(int argc, char **argv)
         snprintf(name, sizeof(name), "%s p99", vname[v]);
         bu_report_row("latency", name, "us", bu_stats(p99[v], runs));
     }
+    add_ratio(ops, runs, V_LIB_CB1, V_Q_CB, 0.9, "target >= 0.90");
     add_ratio(ops, runs, V_LIB_CB, V_Q_CB, 0.9, "target >= 0.90");
     add_ratio(ops, runs, V_LIB_WAIT, V_Q_SPIN, 0.5, "target >= 0.50");
     add_ratio(ops, runs, V_LIB_WAIT, V_AIO_SUSP, 10, "target >= 10");
@@ -672,6 +741,8 @@ int main(int argc, char **argv)
     add_ratio(ops, runs, V_LIB_CB, V_AIO_SIGEV, 0, "");
     add_ratio(ops, runs, V_LIB_CB, V_Q_SPIN, 0, "");
     add_ratio(ops, runs, V_Q_SPIN, V_Q_COND, 0, "");
+    add_ratio(ops, runs, V_LIB_WAIT, V_INLINE, 0, "");
+    add_ratio(ops, runs, V_Q_SPIN, V_INLINE, 0, "");
     bu_report_note("64-byte writes, EncryptAndSign (SPNEGO -> Kerberos), "
                    "%s; every variant wraps with confidentiality and sends "
                    "prefix + token in one call; %zu streams in flight for "
@@ -685,6 +756,7 @@ int main(int argc, char **argv)
         negstream_close(g_client[i]);
         negstream_close(g_server[i]);
     }
+    negstream_pool_free(g_pool1);
     free(g_lat);
     return 0;
 }

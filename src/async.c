@@ -36,7 +36,9 @@
  * waiter no system call at all.  The spin yields the CPU in its second
  * half, so that a completer sharing the core can run.
  */
-#define WAIT_SPIN_NS 30000
+#ifndef WAIT_SPIN_NS
+# define WAIT_SPIN_NS 30000
+#endif
 
 /* A wait_any call registers one node per result; this many live on its
  * stack, more are allocated. */

@@ -43,7 +43,9 @@ enum { JOB_IDLE = 0, JOB_QUEUED, JOB_TAKEN };
  * virtual machine costs tens of microseconds.  Kept to a few microseconds
  * so that an idle pool still uses no CPU to speak of.
  */
-#define POOL_SPIN_NS 4000
+#ifndef POOL_SPIN_NS
+# define POOL_SPIN_NS 4000
+#endif
 
 struct negstream_pool {
     pthread_mutex_t mu;

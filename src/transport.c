@@ -222,11 +222,17 @@ int negstream__transport_writev_all(const negstream__transport *t,
                                     negstream_error *err)
 {
     bool use_sendmsg = USE_SENDMSG && t->is_socket;
-    bool nonblocking = fd_nonblocking(t->fd);
-    /* Blocking fd + timeout: poll first, then I/O that cannot block. */
-    bool poll_first = !nonblocking && timeout_ms >= 0;
-    size_t cap = poll_first && !use_sendmsg ? PIPE_BUF : 0;
-    bool need_wait = poll_first;
+    /*
+     * On a socket the first attempt is a send that cannot block
+     * (MSG_DONTWAIT): it does what a blocking send would whenever the
+     * socket has room, which is almost always, and then the O_NONBLOCK
+     * flag need not be read at all (an fcntl per write, a few per cent of
+     * a small write).  Only if something is left is the flag read, and the
+     * loop goes on as for any other fd.
+     */
+    bool probe = use_sendmsg, known = false;
+    bool nonblocking = false, poll_first = false, need_wait = false;
+    size_t cap = 0;
     bool got_epipe = false;
     sigpipe_guard guard = { .active = false };
     size_t total = 0;
@@ -238,9 +244,19 @@ int negstream__transport_writev_all(const negstream__transport *t,
     while (iovcnt > 0) {
         ssize_t n;
 
+        if (!probe && !known) {
+            nonblocking = fd_nonblocking(t->fd);
+            /* Blocking fd + timeout: poll first, then I/O that cannot
+             * block. */
+            poll_first = !nonblocking && timeout_ms >= 0;
+            cap = poll_first && !use_sendmsg ? PIPE_BUF : 0;
+            need_wait = need_wait || poll_first;
+            known = true;
+        }
         if (need_wait && wait_fd(t->fd, POLLOUT, timeout_ms, err) < 0)
             goto out;
-        n = write_once(t, iov, iovcnt, cap, poll_first);
+        n = write_once(t, iov, iovcnt, cap, probe || poll_first);
+        probe = false;
         if (n > 0) {
             total += (size_t)n;
             iov_advance(&iov, &iovcnt, (size_t)n);
@@ -282,6 +298,42 @@ out:
     return rc;
 }
 
+static void read_failed(const negstream__transport *t, negstream_error *err)
+{
+    if (errno == ECONNRESET)
+        negstream__err_sys(err, NEGSTREAM_E_IO, errno,
+                           "read from fd %d: peer closed the connection",
+                           t->fd);
+    else
+        negstream__err_sys(err, NEGSTREAM_E_IO, errno,
+                           "read from fd %d failed", t->fd);
+}
+
+/*
+ * A socket read that cannot block, tried before the fd's O_NONBLOCK is
+ * read (see writev_all): returns > 0 bytes, 0 at EOF, -1 with err on a
+ * failure, or -2 if nothing is there yet (EAGAIN, EINTR): then the caller
+ * goes the ordinary way.  Not for other fds: a read of a pipe cannot be
+ * made non-blocking for one call.
+ */
+static ssize_t read_probe(const negstream__transport *t, void *buf, size_t n,
+                          negstream_error *err)
+{
+    ssize_t r;
+
+    if (!t->is_socket)
+        return -2;
+    if (n > SSIZE_MAX)
+        n = SSIZE_MAX;
+    r = recv(t->fd, buf, n, MSG_DONTWAIT);
+    if (r >= 0)
+        return r;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return -2;
+    read_failed(t, err);
+    return -1;
+}
+
 /* One read of 1..n bytes (n > 0): returns > 0, 0 at EOF, or -1 with err.
  * nonblocking is the fd's O_NONBLOCK, read once by the caller. */
 static ssize_t read_once(const negstream__transport *t, void *buf, size_t n,
@@ -312,13 +364,7 @@ static ssize_t read_once(const negstream__transport *t, void *buf, size_t n,
             need_wait = true;
             continue;
         }
-        if (errno == ECONNRESET)
-            negstream__err_sys(err, NEGSTREAM_E_IO, errno,
-                               "read from fd %d: peer closed the "
-                               "connection", t->fd);
-        else
-            negstream__err_sys(err, NEGSTREAM_E_IO, errno,
-                               "read from fd %d failed", t->fd);
+        read_failed(t, err);
         return -1;
     }
 }
@@ -327,7 +373,7 @@ ssize_t negstream__transport_read_exact(const negstream__transport *t,
                                         void *buf, size_t n, int timeout_ms,
                                         negstream_error *err)
 {
-    bool nonblocking;
+    bool nonblocking = false;
     size_t got = 0;
 
     if (n > SSIZE_MAX) {
@@ -335,7 +381,18 @@ ssize_t negstream__transport_read_exact(const negstream__transport *t,
                            "read of %zu bytes from fd %d", n, t->fd);
         return -1;
     }
-    nonblocking = fd_nonblocking(t->fd);
+    if (n > 0) {
+        ssize_t r = read_probe(t, buf, n, err);
+
+        if (r == -1)
+            return -1;
+        if (r == 0)
+            return 0;               /* EOF: the caller judges it */
+        if (r > 0)
+            got = (size_t)r;
+    }
+    if (got < n)
+        nonblocking = fd_nonblocking(t->fd);
     while (got < n) {
         ssize_t r = read_once(t, (char *)buf + got, n - got, timeout_ms,
                               nonblocking, err);
@@ -360,7 +417,9 @@ ssize_t negstream__transport_read_some(const negstream__transport *t,
         negstream__err_ok(err);
         return 0;
     }
-    r = read_once(t, buf, n, timeout_ms, fd_nonblocking(t->fd), err);
+    r = read_probe(t, buf, n, err);
+    if (r == -2)
+        r = read_once(t, buf, n, timeout_ms, fd_nonblocking(t->fd), err);
     if (r >= 0)
         negstream__err_ok(err);
     return r;
