@@ -34,6 +34,8 @@
 enum { JOB_IDLE = 0, JOB_QUEUED, JOB_TAKEN };
 
 #define POOL_MAX_THREADS     1024u
+/* The default pool's max_threads when NEGSTREAM_THREADS is not set. */
+#define POOL_DEFAULT_MAX     128u
 #define POOL_DEFAULT_IDLE_MS 10000
 
 /*
@@ -556,8 +558,10 @@ void negstream_pool_free(negstream_pool *p)
 /*
  * The default pool: min 1 worker (kept, so that a lone stream does not pay
  * a thread start per operation), max NEGSTREAM_THREADS if that is an
- * integer from 1 to 1024, else max(4, 2 * online CPUs): workers spend most
- * of their time blocked in send/recv, so more of them than CPUs pays off.
+ * integer from 1 to 1024, else POOL_DEFAULT_MAX.  A pending read holds its
+ * worker while it waits for the peer, so a small pool would let a few
+ * quiet peers stall every other stream's writes: the default grows to
+ * many workers on demand (each exits after an idle period).
  * Any other NEGSTREAM_THREADS value is ignored (and traced).
  */
 negstream_pool *negstream__pool_default(negstream_error *err)
@@ -580,9 +584,7 @@ negstream_pool *negstream__pool_default(negstream_error *err)
         goto out;
     }
     pthread_once(&g_condattr_once, condattr_init);
-    max = g_ncpu > 2 ? (unsigned)g_ncpu * 2 : 4;
-    if (max > POOL_MAX_THREADS)
-        max = POOL_MAX_THREADS;
+    max = POOL_DEFAULT_MAX;
     env = getenv("NEGSTREAM_THREADS");
     if (env != NULL && *env != '\0') {
         errno = 0;

@@ -815,6 +815,14 @@ static void op_finish(op *o, ssize_t result, negstream_error *e)
     pthread_mutex_lock(&s->mu);
     *pending_flag(s, o->kind) = false;
     *pending_slot(s, o->kind) = NULL;
+    /* A read woken by close sees the shut-down socket as an end of
+     * stream: that is our own close, not the peer's, so it is DISPOSED
+     * too (as .NET's read fails after Dispose). */
+    if (result == 0 && s->closed && o->kind == NEGSTREAM__OP_READ) {
+        negstream__err_set(e, NEGSTREAM_E_DISPOSED,
+                           "stream closed while the read was in progress");
+        result = -1;
+    }
     if (result < 0 && s->closed && e->code != NEGSTREAM_E_DISPOSED) {
         negstream_error why = *e;
 

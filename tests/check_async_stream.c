@@ -159,41 +159,39 @@ struct chain {
     uint32_t        seq;
     uint64_t        hash;
     bool            begin_before_end;
-    int             failures;
+    int             writes;     /* how many the chain issues in all */
+    atomic_int      failures;
     negstream_error err;
-    struct flag     done;
+    struct flag     done;       /* one per callback that has finished */
 };
 
 static void chain_next(struct chain *ch);
 
+/*
+ * Every callback ends its own write and adds one to done as the very last
+ * thing it does with ch; the test waits for all of them, so no callback
+ * still runs when ch goes away.  With begin_before_end the next write is
+ * begun before this one is ended (once its callback runs, a write is no
+ * longer pending), so two callbacks may overlap.
+ */
 static void chain_cb(negstream_async *ar)
 {
     struct chain *ch = negstream_async_state(ar);
+    negstream_error e;
+    bool more = ch->left > 0;
 
-    if (ch->begin_before_end) {
-        /* The write is no longer pending once its callback runs: the next
-         * one may start before this one is ended. */
-        negstream_async *prev = ar;
-
-        if (ch->left > 0)
-            chain_next(ch);
-        if (negstream_end_write(ch->s, prev, &ch->err) < 0)
-            ch->failures++;
-        if (ch->left == 0 && ch->failures == 0)
-            return;
-    } else {
-        if (negstream_end_write(ch->s, ar, &ch->err) < 0) {
-            ch->failures++;
-            flag_add(&ch->done, 1);
-            return;
-        }
-        if (ch->left > 0) {
-            chain_next(ch);
-            return;
-        }
+    if (ch->begin_before_end && more)
+        chain_next(ch);
+    if (negstream_end_write(ch->s, ar, &e) < 0) {
+        if (atomic_fetch_add(&ch->failures, 1) == 0)
+            ch->err = e;
+        /* The chain stops here: count the writes never issued as done. */
+        flag_add(&ch->done, ch->writes);
+        return;
     }
-    if (ch->left == 0 || ch->failures > 0)
-        flag_add(&ch->done, 1);
+    if (!ch->begin_before_end && more)
+        chain_next(ch);
+    flag_add(&ch->done, 1);
 }
 
 /* Refills the buffer (the previous write has completed) and begins the
@@ -208,10 +206,10 @@ static void chain_next(struct chain *ch)
     ch->left -= n;
     if (negstream_begin_write(ch->s, ch->buf, n, 0, (ssize_t)n, chain_cb, ch,
                               &e) == NULL) {
-        ch->err = e;
-        ch->failures++;
+        if (atomic_fetch_add(&ch->failures, 1) == 0)
+            ch->err = e;
         ch->left = 0;
-        flag_add(&ch->done, 1);
+        flag_add(&ch->done, ch->writes);
     }
 }
 
@@ -225,18 +223,23 @@ static void run_chain(negstream_protection level, size_t total, size_t chunk,
     memset(&ch, 0, sizeof(ch));
     pthread_mutex_init(&ch.done.mu, NULL);
     pthread_cond_init(&ch.done.cv, NULL);
+    atomic_init(&ch.failures, 0);
     tu_pair(level, &c, &s);
     ch.s = c;
     ch.buf = malloc(chunk);
     ch.chunk = chunk;
     ch.left = total;
+    ch.writes = (int)((total + chunk - 1) / chunk);
     ch.hash = TU_FNV_INIT;
     ch.begin_before_end = begin_before_end;
     tu_reader_start(&r, s, 1 << 16, total);
     chain_next(&ch);
-    flag_wait_ge(&ch.done, 1);
+    flag_wait_ge(&ch.done, ch.writes);
+    if (atomic_load(&ch.failures) > 0)
+        negstream_close(c);     /* wakes the reader at once */
     tu_reader_join(&r);
-    ck_assert_msg(ch.failures == 0, "chain: %s", ch.err.message);
+    ck_assert_msg(atomic_load(&ch.failures) == 0, "chain: %s",
+                  ch.err.message);
     ck_assert_int_eq(r.rc, 0);
     ck_assert_uint_eq(r.got, total);
     ck_assert(r.hash == ch.hash);

@@ -791,11 +791,11 @@ static int in_child(int (*fn)(void *), void *arg)
 /* Fills p with gated jobs and checks it grows to exactly 'want' workers. */
 static int check_pool_max(negstream_pool *p, unsigned want)
 {
-    static tjob jobs[64];
+    static tjob jobs[160];
     static ctx c;   /* a worker may still be leaving it when we return */
     int i;
 
-    CHILD_REQUIRE(want + 2 <= 64, 10);
+    CHILD_REQUIRE(want + 2 <= 160, 10);
     ctx_init(&c);
     for (i = 0; i < (int)want + 2; i++) {
         tjob_init(&jobs[i], &c, i, true);
@@ -815,7 +815,6 @@ static int default_pool_child(void *arg)
     const char *value = arg;
     negstream_error e;
     negstream_pool *p, *again;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned want;
 
     if (value != NULL)
@@ -833,9 +832,7 @@ static int default_pool_child(void *arg)
     else if (value != NULL && strcmp(value, "1") == 0)
         want = 1;
     else
-        want = ncpu > 2 ? 2 * (unsigned)ncpu : 4;
-    if (want > 60)
-        return 0;       /* too many to fill here; the size is not checked */
+        want = 128;     /* the default: pending reads each hold a worker */
     return check_pool_max(p, want);
 }
 
