@@ -54,6 +54,14 @@ typedef struct op {
 
 /* ---- references -------------------------------------------------------- */
 
+/*
+ * A stream is freed when its last reference goes: the user's (dropped by
+ * negstream_close) and one per operation, taken under s->mu when the
+ * operation is marked pending.  A synchronous call drops its own on
+ * return; an asynchronous one hands it to its result, which end_* drops.
+ * So a close from another thread never frees a stream under a call.
+ */
+
 static void stream_ref(negstream *s)
 {
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
@@ -302,6 +310,7 @@ static int check_rw_state_locked(negstream *s, int kind, negstream_error *err)
         return -1;
     }
     *pending_flag(s, kind) = true;
+    stream_ref(s);      /* the operation's; see stream_unref */
     return 0;
 }
 
@@ -673,6 +682,7 @@ static int begin_auth_locked(negstream *s, int kind, negstream_error *err)
     s->auth_pending = true;
     s->state = NEGSTREAM__AUTHENTICATING;
     s->is_server = (kind == NEGSTREAM__OP_AUTH_SERVER);
+    stream_ref(s);      /* the operation's; see stream_unref */
     return 0;
 }
 
@@ -690,7 +700,9 @@ static int auth_sync(negstream *s, int kind,
     if (rc < 0)
         return -1;
     /* do_authenticate needs an error record to store the failure. */
-    return do_authenticate(s, kind, co, so, err != NULL ? err : &local);
+    rc = do_authenticate(s, kind, co, so, err != NULL ? err : &local);
+    stream_unref(s);    /* a close meanwhile may free the stream here */
+    return rc;
 }
 
 int negstream_authenticate_as_client(negstream *s,
@@ -759,6 +771,48 @@ void negstream_server_options_init(negstream_server_options *o)
     o->mechanism = "negotiate";
 }
 
+/*
+ * The outcome of an operation that ran while the stream was closed under
+ * it: a failure becomes DISPOSED, and so does a read's end of stream (the
+ * shut-down socket is our own close, not the peer's; .NET's read fails
+ * after Dispose too).  Caller holds s->mu.
+ */
+static ssize_t settle_closed_locked(negstream *s, int kind, ssize_t result,
+                                    negstream_error *e)
+{
+    if (!s->closed)
+        return result;
+    if (result == 0 && kind == NEGSTREAM__OP_READ) {
+        negstream__err_set(e, NEGSTREAM_E_DISPOSED,
+                           "stream closed while the read was in progress");
+        return -1;
+    }
+    if (result < 0 && e->code != NEGSTREAM_E_DISPOSED) {
+        negstream_error why = *e;
+
+        negstream__err_set(e, NEGSTREAM_E_DISPOSED,
+                           "stream closed while the %s was in progress (%s)",
+                           kind_name(kind), why.message);
+    }
+    return result;
+}
+
+/*
+ * Ends a synchronous read or write: clears its pending flag, settles the
+ * outcome against a concurrent close, and drops the operation's stream
+ * reference (the stream may be freed here if it was closed meanwhile).
+ */
+static ssize_t end_sync(negstream *s, int kind, ssize_t result,
+                        negstream_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    *pending_flag(s, kind) = false;
+    result = settle_closed_locked(s, kind, result, err);
+    pthread_mutex_unlock(&s->mu);
+    stream_unref(s);
+    return result;
+}
+
 /* ---- synchronous read and write ---------------------------------------- */
 
 ssize_t negstream_write(negstream *s, const void *buffer, size_t buffer_len,
@@ -773,8 +827,7 @@ ssize_t negstream_write(negstream *s, const void *buffer, size_t buffer_len,
                         count, err) < 0)
         return -1;
     n = do_write(s, (const uint8_t *)buffer + offset, (size_t)count, err);
-    end_pending(s, NEGSTREAM__OP_WRITE);
-    return n;
+    return end_sync(s, NEGSTREAM__OP_WRITE, n, err);
 }
 
 ssize_t negstream_read(negstream *s, void *buffer, size_t buffer_len,
@@ -789,8 +842,7 @@ ssize_t negstream_read(negstream *s, void *buffer, size_t buffer_len,
                         count, err) < 0)
         return -1;
     n = do_read(s, (uint8_t *)buffer + offset, (size_t)count, err);
-    end_pending(s, NEGSTREAM__OP_READ);
-    return n;
+    return end_sync(s, NEGSTREAM__OP_READ, n, err);
 }
 
 /* ---- asynchronous operations ------------------------------------------- */
@@ -815,21 +867,7 @@ static void op_finish(op *o, ssize_t result, negstream_error *e)
     pthread_mutex_lock(&s->mu);
     *pending_flag(s, o->kind) = false;
     *pending_slot(s, o->kind) = NULL;
-    /* A read woken by close sees the shut-down socket as an end of
-     * stream: that is our own close, not the peer's, so it is DISPOSED
-     * too (as .NET's read fails after Dispose). */
-    if (result == 0 && s->closed && o->kind == NEGSTREAM__OP_READ) {
-        negstream__err_set(e, NEGSTREAM_E_DISPOSED,
-                           "stream closed while the read was in progress");
-        result = -1;
-    }
-    if (result < 0 && s->closed && e->code != NEGSTREAM_E_DISPOSED) {
-        negstream_error why = *e;
-
-        negstream__err_set(e, NEGSTREAM_E_DISPOSED,
-                           "stream closed while the %s was in progress (%s)",
-                           kind_name(o->kind), why.message);
-    }
+    result = settle_closed_locked(s, o->kind, result, e);
     pthread_mutex_unlock(&s->mu);
     negstream__async_complete(ar, e, result, false);
 }
@@ -906,7 +944,6 @@ static negstream_async *op_submit(negstream *s, op *o)
     int rc = -1;
 
     pthread_mutex_lock(&s->mu);
-    stream_ref(s);
     if (s->closed) {
         negstream__err_set(&e, NEGSTREAM_E_DISPOSED,
                            "stream closed before the %s started",
@@ -946,6 +983,7 @@ static op *op_new(negstream *s, int kind, negstream_callback cb,
             || kind == NEGSTREAM__OP_AUTH_SERVER)
             s->state = NEGSTREAM__NEW;
         pthread_mutex_unlock(&s->mu);
+        stream_unref(s);
         return NULL;
     }
     o = negstream__async_extra(ar);
@@ -1036,7 +1074,6 @@ static negstream_async *op_fail_early(negstream *s, op *o,
     negstream_error e = *err;
 
     pthread_mutex_lock(&s->mu);
-    stream_ref(s);
     s->state = NEGSTREAM__NEW;
     pthread_mutex_unlock(&s->mu);
     end_pending(s, o->kind);
