@@ -29,12 +29,13 @@
 #include "error.h"
 
 /*
- * A waiter blocks this long, watching the completed flag, before it sleeps
- * on the condition variable.  Waking a sleeping thread on another core
- * costs tens of microseconds on a virtual machine, more than a small
- * write takes; an operation that completes within the window costs its
- * waiter no system call at all.  The spin yields the CPU in its second
- * half, so that a completer sharing the core can run.
+ * A waiter spins at most this long, watching the completed flag, before it
+ * sleeps on the condition variable (less when spins fail: see spin_for).
+ * Waking a sleeping thread on another core costs tens of microseconds on
+ * a virtual machine, more than a small write takes; an operation that
+ * completes within the window costs its waiter no system call at all.
+ * The spin yields the CPU in its second half, so that a completer sharing
+ * the core can run.
  */
 #ifndef WAIT_SPIN_NS
 # define WAIT_SPIN_NS 30000
@@ -352,30 +353,63 @@ bool negstream__async_complete(negstream_async *ar,
 
 /* ---- waiting ----------------------------------------------------------- */
 
-/* Watches the flag for up to WAIT_SPIN_NS; true if it got set. */
+/*
+ * The spin adapts, process-wide.  A spin that sees the completion keeps
+ * (or doubles back to) the full window; one that does not halves it, down
+ * to WAIT_SPIN_MIN_NS.  When the other CPUs are busy (other processes, or
+ * more runnable threads than cores), the completer cannot run while we
+ * spin, spins fail, and waiters soon go straight to the condition
+ * variable, which then costs less than spinning; every WAIT_SPIN_PROBE-th
+ * wait spins the full window again, to notice when the machine is free.
+ * Relaxed atomics: the budget is a hint, races only blur it.
+ */
+#define WAIT_SPIN_MIN_NS 1000
+#define WAIT_SPIN_PROBE  64
+
+static atomic_int  g_spin_budget = WAIT_SPIN_NS;
+static atomic_uint g_spin_count;
+
+/* Watches the flag for up to the current budget; true if it got set. */
 static bool spin_for(const negstream_async *ar)
 {
-    long long t0, t;
+    long long t0, t, budget;
     unsigned i;
+    bool done = false;
 
     if (!g_multicore) {
         sched_yield();
         return is_done(ar);
     }
+    budget = atomic_load_explicit(&g_spin_budget, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&g_spin_count, 1, memory_order_relaxed)
+        % WAIT_SPIN_PROBE == 0)
+        budget = WAIT_SPIN_NS;
     t0 = mono_ns();
     for (i = 1;; i++) {
-        if (is_done(ar))
-            return true;
+        if (is_done(ar)) {
+            done = true;
+            break;
+        }
         if (i % 32 != 0) {
             cpu_relax();
             continue;
         }
         t = mono_ns() - t0;
-        if (t >= WAIT_SPIN_NS)
-            return is_done(ar);
+        if (t >= budget) {
+            done = is_done(ar);
+            break;
+        }
         if (t >= WAIT_SPIN_NS / 2)
             sched_yield();
     }
+    if (done)
+        budget = WAIT_SPIN_NS;
+    else
+        budget = budget / 2 > WAIT_SPIN_MIN_NS ? budget / 2
+                                                : WAIT_SPIN_MIN_NS;
+    atomic_store_explicit(&g_spin_budget, (int)budget,
+                          memory_order_relaxed);
+    return done;
 }
 
 /* Waits until completed or until *deadline (NULL: forever), after a spin
