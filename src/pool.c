@@ -42,11 +42,15 @@ enum { JOB_IDLE = 0, JOB_QUEUED, JOB_TAKEN };
  * An idle worker checks the queue for this long before it sleeps.  A job
  * submitted within that window (the next begin_write of a caller that just
  * ended the previous one) starts without a futex wake-up, which on a
- * virtual machine costs tens of microseconds.  Kept to a few microseconds
- * so that an idle pool still uses no CPU to speak of.
+ * virtual machine costs tens of microseconds.  20 us: with 4 us the
+ * caller's turn-around (end_write, its own bookkeeping, begin_write) often
+ * missed the window on a loaded 2-CPU machine, and wait-on-handle small
+ * writes lost about a third (bench/smallwrite, bench/RESULTS.md).  The
+ * spin happens once per idle period, after a job, never while the pool
+ * stays idle, so an idle pool still uses no CPU.
  */
 #ifndef POOL_SPIN_NS
-# define POOL_SPIN_NS 4000
+# define POOL_SPIN_NS 20000
 #endif
 
 struct negstream_pool {
