@@ -11,11 +11,15 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -871,6 +875,109 @@ START_TEST(test_leave_inner_open)
 }
 END_TEST
 
+/* ---- close from another thread during a synchronous call -------------- */
+
+struct sync_call {
+    negstream      *s;
+    bool            write;
+    size_t          n;
+    char           *buf;
+    atomic_long     tid;
+    ssize_t         rc;
+    negstream_error err;
+};
+
+static void *sync_call_main(void *arg)
+{
+    struct sync_call *sc = arg;
+
+    atomic_store(&sc->tid, (long)syscall(SYS_gettid));
+    if (sc->write)
+        sc->rc = negstream_write(sc->s, sc->buf, sc->n, 0, (ssize_t)sc->n,
+                                 &sc->err);
+    else
+        sc->rc = negstream_read(sc->s, sc->buf, sc->n, 0, (ssize_t)sc->n,
+                                &sc->err);
+    return NULL;
+}
+
+/* True once thread tid sleeps in one of the system calls a blocked read or
+ * write makes (x86-64 and generic numbers of read, write, poll, writev,
+ * sendto, recvfrom, sendmsg, recvmsg, ppoll), as /proc tells. */
+static bool blocked_in_io(long tid)
+{
+    static const long io_calls[] = {
+#ifdef SYS_poll
+        SYS_poll,
+#endif
+        SYS_read, SYS_write, SYS_writev, SYS_sendto, SYS_recvfrom,
+        SYS_sendmsg, SYS_recvmsg, SYS_ppoll
+    };
+    char path[64], state = '?';
+    long nr = -1;
+    FILE *f;
+    size_t i;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%ld/stat", tid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    /* "pid (comm) S ...": comm may hold spaces, so find the last ')'. */
+    {
+        char line[512], *p;
+
+        if (fgets(line, sizeof(line), f) != NULL
+            && (p = strrchr(line, ')')) != NULL && p[1] == ' ')
+            state = p[2];
+    }
+    fclose(f);
+    if (state != 'S')
+        return false;
+    snprintf(path, sizeof(path), "/proc/self/task/%ld/syscall", tid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    if (fscanf(f, "%ld", &nr) != 1)
+        nr = -1;
+    fclose(f);
+    for (i = 0; i < sizeof(io_calls) / sizeof(io_calls[0]); i++)
+        if (nr == io_calls[i])
+            return true;
+    return false;
+}
+
+/* A read blocked on a silent peer (_i == 0), or a write blocked on a peer
+ * that does not read (_i == 1): negstream_close from another thread wakes
+ * it with DISPOSED, and the stream is freed when the call has returned
+ * (ASan and valgrind check there is no use after free). */
+START_TEST(test_close_during_sync_call)
+{
+    struct sync_call sc;
+    negstream *c, *s;
+    pthread_t t;
+    long tid;
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    memset(&sc, 0, sizeof(sc));
+    atomic_init(&sc.tid, 0);
+    sc.s = c;
+    sc.write = (_i == 1);
+    sc.n = sc.write ? 64u << 20 : 100;
+    sc.buf = calloc(1, sc.n);
+    ck_assert_ptr_nonnull(sc.buf);
+    ck_assert_int_eq(pthread_create(&t, NULL, sync_call_main, &sc), 0);
+    while ((tid = atomic_load(&sc.tid)) == 0 || !blocked_in_io(tid))
+        usleep(1000);
+    negstream_close(c);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(sc.rc, -1);
+    ck_assert_msg(sc.err.code == NEGSTREAM_E_DISPOSED, "%s: %s",
+                  negstream_status_name(sc.err.code), sc.err.message);
+    free(sc.buf);
+    negstream_close(s);
+}
+END_TEST
+
 START_TEST(test_status_names_and_version)
 {
     ck_assert_str_eq(negstream_status_name(NEGSTREAM_OK), "NEGSTREAM_OK");
@@ -913,6 +1020,7 @@ static Suite *stream_suite(void)
     tcase_add_test(t, test_read_timeout_faults);
     tcase_add_loop_test(t, test_full_duplex, 0, nlevels);
     tcase_add_test(t, test_leave_inner_open);
+    tcase_add_loop_test(t, test_close_during_sync_call, 0, 2);
     tcase_add_test(t, test_status_names_and_version);
     suite_add_tcase(s, t);
     return s;
