@@ -700,7 +700,10 @@ START_TEST(test_close_1000_pending_ops)
             negstream_end_read(owner, ars[i], &e);
         else
             negstream_end_write(owner, ars[i], &e);
+        /* DISPOSED if its own close came first, IO if its peer's close
+         * broke the connection first, OK if it finished in time. */
         ck_assert_msg(e.code == NEGSTREAM_E_DISPOSED
+                      || e.code == NEGSTREAM_E_IO
                       || e.code == NEGSTREAM_OK, "op %d: %s", i, e.message);
     }
     negstream_pool_free(pool);
