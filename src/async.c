@@ -529,6 +529,10 @@ ssize_t negstream_async_wait_any(negstream_async *const *ars, size_t n,
 
     if (ars == NULL || n == 0)
         return -1;
+    for (i = 0; i < n && ars[i] == NULL; i++)
+        ;
+    if (i == n)
+        return -1;      /* nothing could ever complete: never wait */
     idx = first_done(ars, n);
     if (idx >= 0 || (timeout_ms != -1 && timeout_ms <= 0))
         return idx;

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "async.h"
@@ -365,8 +366,9 @@ static int check_auth_state_locked(negstream *s, negstream_error *err)
 
 static int check_mechanism(const char *mech, negstream_error *err)
 {
-    if (mech == NULL || strcmp(mech, "negotiate") == 0
-        || strcmp(mech, "kerberos") == 0 || strcmp(mech, "ntlm") == 0)
+    /* Any case, as gss.c matches them ("Kerberos", "NTLM"). */
+    if (mech == NULL || strcasecmp(mech, "negotiate") == 0
+        || strcasecmp(mech, "kerberos") == 0 || strcasecmp(mech, "ntlm") == 0)
         return 0;
     negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
                        "unknown mechanism \"%.64s\" (use negotiate, "

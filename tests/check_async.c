@@ -735,6 +735,9 @@ START_TEST(test_wait_any_small_and_nulls)
     complete_ok(ars[0], 0, false);
     ck_assert_int_eq(negstream_async_wait_any(ars, 3, -1), 0);
     ck_assert_int_eq(negstream_async_wait_any(ars + 1, 2, -1), 1);
+    /* Only NULLs: nothing can complete, so even an endless wait returns
+     * -1 at once instead of hanging. */
+    ck_assert_int_eq(negstream_async_wait_any(ars + 1, 1, -1), -1);
     /* The same result twice in the array. */
     {
         negstream_async *dup[2];

@@ -508,7 +508,7 @@ START_TEST(test_bad_password)
     c = negstream_new(fds[0], false, &e);
     negstream_client_options_init(&co);
     co.target_name = tu_env("NEGTEST_SPN");
-    co.mechanism = "kerberos";
+    co.mechanism = "Kerberos";     /* any case */
     co.user = tu_env("NEGTEST_USER");
     co.password = "certainly-not-the-password";
     ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
