@@ -858,7 +858,8 @@ static void op_free_strings(op *o)
 /*
  * Ends an operation: clears its pending flag, turns a failure after close
  * into DISPOSED, and completes the result.  The last thing a job does: the
- * callback may end the result and drop the last reference on the stream.
+ * callback may end the result; the stream is freed after it returns if that
+ * was the last reference.
  */
 static void op_finish(op *o, ssize_t result, negstream_error *e)
 {
@@ -871,7 +872,12 @@ static void op_finish(op *o, ssize_t result, negstream_error *e)
     *pending_slot(s, o->kind) = NULL;
     result = settle_closed_locked(s, o->kind, result, e);
     pthread_mutex_unlock(&s->mu);
+    /* The stream stays valid while the callback runs, even if the callback
+     * ends the result after a close: a chained begin_* in it then gets
+     * DISPOSED instead of touching freed memory. */
+    stream_ref(s);
     negstream__async_complete(ar, e, result, false);
+    stream_unref(s);
 }
 
 static void write_job(negstream__job *job)
