@@ -872,12 +872,10 @@ static void op_finish(op *o, ssize_t result, negstream_error *e)
     *pending_slot(s, o->kind) = NULL;
     result = settle_closed_locked(s, o->kind, result, e);
     pthread_mutex_unlock(&s->mu);
-    /* The stream stays valid while the callback runs, even if the callback
-     * ends the result after a close: a chained begin_* in it then gets
-     * DISPOSED instead of touching freed memory. */
-    stream_ref(s);
+    /* Last: the callback may end the result and drop the last reference
+     * on the stream.  A callback that chains a begin_* must do so before
+     * ending its own result (see negstream_new(3)). */
     negstream__async_complete(ar, e, result, false);
-    stream_unref(s);
 }
 
 static void write_job(negstream__job *job)

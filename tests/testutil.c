@@ -15,7 +15,7 @@
 
 #include "testutil.h"
 
-int tu_fds[2] = { -1, -1 };
+__thread int tu_fds[2] = { -1, -1 };
 
 void tu_tcp_pair(int fds[2])
 {

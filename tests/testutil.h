@@ -18,7 +18,7 @@ void tu_tcp_pair(int fds[2]);
 
 /* The raw fds of the last pair made by tu_auth_pair: [0] client end,
  * [1] server end, for tests that read or inject bytes on the wire. */
-extern int tu_fds[2];
+extern __thread int tu_fds[2];
 
 /* An environment variable set by tests/kdc/with-realm (aborts if unset). */
 const char *tu_env(const char *name);
