@@ -394,23 +394,6 @@ END_TEST
 
 /* ---- ZeroByteRead_BlocksUntilDataAvailableOrNops (item 33) -------------- */
 
-struct zero_read {
-    negstream  *s;
-    atomic_int  done;
-    ssize_t     n;
-};
-
-static void *zero_read_main(void *p)
-{
-    struct zero_read *z = p;
-    char b;
-    negstream_error e;
-
-    z->n = negstream_read(z->s, &b, 1, 0, 0, &e);
-    atomic_store(&z->done, 1);
-    return NULL;
-}
-
 /* A 0-byte read on a framed stream with nothing buffered waits for a whole
  * frame, keeps it and returns 0; the data is then fully readable.  Twice,
  * sync and begin/end.  With data already buffered it returns 0 at once.
@@ -432,20 +415,15 @@ START_TEST(test_zero_byte_read_modes)
         goto out;
     }
     for (round = 0; round < 2; round++) {
-        struct zero_read z;
+        tu_zero_read z;
         negstream_async *ar;
-        pthread_t t;
 
         /* sync */
-        memset(&z, 0, sizeof(z));
-        z.s = s;
-        atomic_init(&z.done, 0);
-        ck_assert_int_eq(pthread_create(&t, NULL, zero_read_main, &z), 0);
+        tu_zero_read_start(&z, s);
         usleep(100 * 1000);
-        ck_assert_int_eq(atomic_load(&z.done), 0);
+        ck_assert(!tu_zero_read_done(&z));
         tu_write_all(c, "hello", 5);
-        pthread_join(t, NULL);
-        ck_assert_int_eq(z.n, 0);
+        ck_assert_int_eq(tu_zero_read_join(&z), 0);
         /* The frame was kept: the data comes without the network. */
         ck_assert(wire_empty(tu_fds[1]));
         ck_assert_int_eq(negstream_read(s, buf, sizeof(buf), 0, sizeof(buf),

@@ -233,41 +233,20 @@ START_TEST(test_zero_byte_writes)
 }
 END_TEST
 
-struct zero_read {
-    negstream *s;
-    volatile int done;
-    ssize_t n;
-};
-
-static void *zero_read_main(void *p)
-{
-    struct zero_read *z = p;
-    char b;
-    negstream_error e;
-
-    z->n = negstream_read(z->s, &b, 1, 0, 0, &e);
-    __atomic_store_n(&z->done, 1, __ATOMIC_SEQ_CST);
-    return NULL;
-}
-
 /* A 0-byte read blocks until a frame arrives, returns 0, and the data is
  * then fully readable (.NET's BlocksOnZeroByteReads). */
 START_TEST(test_zero_byte_read_blocks)
 {
-    struct zero_read z;
+    tu_zero_read z;
     negstream *c, *s;
-    pthread_t t;
     char buf[4];
 
     tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
-    memset(&z, 0, sizeof(z));
-    z.s = s;
-    ck_assert_int_eq(pthread_create(&t, NULL, zero_read_main, &z), 0);
+    tu_zero_read_start(&z, s);
     usleep(100 * 1000);
-    ck_assert_int_eq(__atomic_load_n(&z.done, __ATOMIC_SEQ_CST), 0);
+    ck_assert(!tu_zero_read_done(&z));
     tu_write_all(c, "abc", 3);
-    pthread_join(t, NULL);
-    ck_assert_int_eq(z.n, 0);
+    ck_assert_int_eq(tu_zero_read_join(&z), 0);
     tu_read_all(s, buf, 3);
     ck_assert_mem_eq(buf, "abc", 3);
     negstream_close(c);

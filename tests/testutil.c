@@ -219,6 +219,35 @@ void tu_reader_join(tu_reader *r)
     pthread_join(r->thread, NULL);
 }
 
+static void *zero_read_main(void *p)
+{
+    tu_zero_read *z = p;
+    char b;
+    negstream_error e;
+
+    z->n = negstream_read(z->s, &b, 1, 0, 0, &e);
+    __atomic_store_n(&z->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+void tu_zero_read_start(tu_zero_read *z, negstream *s)
+{
+    memset(z, 0, sizeof(*z));
+    z->s = s;
+    ck_assert_int_eq(pthread_create(&z->thread, NULL, zero_read_main, z), 0);
+}
+
+bool tu_zero_read_done(tu_zero_read *z)
+{
+    return __atomic_load_n(&z->done, __ATOMIC_SEQ_CST) != 0;
+}
+
+ssize_t tu_zero_read_join(tu_zero_read *z)
+{
+    pthread_join(z->thread, NULL);
+    return z->n;
+}
+
 void tu_read_all(negstream *s, void *buf, size_t n)
 {
     size_t got = 0;

@@ -68,6 +68,19 @@ typedef struct tu_reader {
 void tu_reader_start(tu_reader *r, negstream *s, size_t chunk, size_t limit);
 void tu_reader_join(tu_reader *r);
 
+/* A thread blocked in a 0-byte negstream_read on s: start it, ask whether
+ * it has returned, join it (returns what the read returned). */
+typedef struct tu_zero_read {
+    pthread_t  thread;
+    negstream *s;
+    int        done;               /* set atomically when the read returned */
+    ssize_t    n;
+} tu_zero_read;
+
+void tu_zero_read_start(tu_zero_read *z, negstream *s);
+bool tu_zero_read_done(tu_zero_read *z);
+ssize_t tu_zero_read_join(tu_zero_read *z);
+
 /* Reads exactly n bytes (looping), aborting the test on failure/EOF. */
 void tu_read_all(negstream *s, void *buf, size_t n);
 
