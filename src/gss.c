@@ -373,6 +373,14 @@ static int client_creds(negstream__gss *g, const negstream_client_options *o,
         goto out;
     }
 
+    if (o->user[0] == '\0') {
+        /* .NET on Windows would try anonymous NTLM here; an empty name
+         * names nobody, and the default credentials are user == NULL. */
+        negstream__err_set(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                           "the user name is empty (user = NULL selects the "
+                           "default credentials)");
+        goto out;
+    }
     uname = initiator_name(o->user, o->domain, err);
     if (uname == NULL)
         goto out;

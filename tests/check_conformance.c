@@ -1325,6 +1325,41 @@ START_TEST(test_kerberos_user_without_realm)
 }
 END_TEST
 
+/* Item 5, Authentication_EmptyCredentials_Fails: an empty user name is an
+ * explicit credential, not the default one (user == NULL is); it names no
+ * principal, so the client fails with INVALID_CREDENTIAL before sending
+ * anything, even though the default ccache holds a ticket.  _i: mechanism
+ * (negotiate, kerberos, ntlm). */
+START_TEST(test_empty_user_is_not_default)
+{
+    static const char *mechs[] = { "negotiate", "kerberos", "ntlm" };
+    negstream_client_options co;
+    negstream_error e;
+    negstream *c;
+    int fds[2];
+
+    tu_tcp_pair(fds);
+    c = negstream_new(fds[0], false, &e);
+    ck_assert_ptr_nonnull(c);
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    co.mechanism = mechs[_i];
+    co.user = "";
+    co.domain = "";
+    co.password = "";
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_msg(e.code == NEGSTREAM_E_INVALID_CREDENTIAL, "%s: %s",
+                  negstream_status_name(e.code), e.message);
+    ck_assert_msg(strstr(e.message, "user name is empty") != NULL, "%s",
+                  e.message);
+    ck_assert(!negstream_is_authenticated(c));
+    /* Nothing was sent: the failure came before the first token. */
+    ck_assert(wire_empty(fds[1]));
+    negstream_close(c);
+    close(fds[1]);
+}
+END_TEST
+
 /* Item 38, the write side of ReadTimeout_Expires_Throws: a write blocked
  * on a peer that does not read fails with TIMEOUT once the write timeout
  * expires; the stream is then faulted (a frame may be half sent). */
@@ -1383,6 +1418,7 @@ static Suite *conformance_suite(void)
     tcase_add_test(a, test_service_name_not_accepted);
     tcase_add_loop_test(a, test_ntlm_none_name_forms, 0, 3);
     tcase_add_test(a, test_kerberos_user_without_realm);
+    tcase_add_loop_test(a, test_empty_user_is_not_default, 0, 3);
     suite_add_tcase(su, t);
     suite_add_tcase(su, a);
     return su;
