@@ -32,6 +32,13 @@
 
 /* Size of the buffer one wrapped frame is built in: prefix + token. */
 #define WBUF_SIZE (NEGSTREAM__DATA_HEADER_SIZE + NEGSTREAM__MAX_FRAME)
+/* What wbuf needs for a chunk: the prefix, the chunk and the largest wrap
+ * overhead a frame may carry (NEGSTREAM__MAX_FRAME - NEGSTREAM__MAX_CHUNK). */
+#define WBUF_NEED(chunk) \
+    (NEGSTREAM__DATA_HEADER_SIZE + (chunk) + \
+     (NEGSTREAM__MAX_FRAME - NEGSTREAM__MAX_CHUNK))
+/* The smallest frame buffer allocated. */
+#define FRAME_BUF_MIN 1024
 
 /*
  * One asynchronous operation.  It lives in the extra area of its async
@@ -436,6 +443,41 @@ static void timeouts(negstream *s, int *rd, int *wr)
 }
 
 /*
+ * Makes *buf hold at least need bytes (need <= max).  The frame buffers
+ * are allocated on first use and grown (doubling, at most max), so an idle
+ * authenticated stream holds none and a stream of small messages holds
+ * small ones.  Only the one running read (rbuf) or write (wbuf) calls
+ * this, and only between frames, when the buffer holds nothing.  On
+ * failure the old buffer is kept and err says NOMEM.
+ */
+static int grow_frame_buf(uint8_t **buf, size_t *cap, size_t need,
+                          size_t max, const char *which, negstream_error *err)
+{
+    size_t ncap = *cap * 2;
+    uint8_t *nb;
+
+    if (*cap >= need)
+        return 0;
+    if (ncap < need)
+        ncap = need;
+    if (ncap < FRAME_BUF_MIN)
+        ncap = FRAME_BUF_MIN;
+    if (ncap > max)
+        ncap = max;
+    nb = malloc(ncap);
+    if (nb == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory allocating the %s frame buffer "
+                           "(%zu bytes)", which, ncap);
+        return -1;
+    }
+    free(*buf);
+    *buf = nb;
+    *cap = ncap;
+    return 0;
+}
+
+/*
  * Writes count bytes: raw when nothing was negotiated (protection None),
  * else in frames of at most 64512 bytes, each wrapped straight into wbuf
  * behind its length prefix and sent with one call, before the next chunk
@@ -467,10 +509,20 @@ static ssize_t do_write(negstream *s, const uint8_t *data, size_t count,
 
         if (chunk > NEGSTREAM__MAX_CHUNK)
             chunk = NEGSTREAM__MAX_CHUNK;
+        if (grow_frame_buf(&s->wbuf, &s->wcap, WBUF_NEED(chunk), WBUF_SIZE,
+                           "write", err) < 0) {
+            /* Only the first chunk can need a bigger buffer (the others
+             * are no larger): nothing was sent, the stream is unchanged. */
+            if (done == 0) {
+                negstream__err_prefix(err, "write failed, nothing sent");
+                return -1;
+            }
+            goto fail;
+        }
         pthread_mutex_lock(&s->gss_mu);
         tok = negstream__gss_wrap(&s->gss, data + done, chunk,
                                   s->wbuf + NEGSTREAM__DATA_HEADER_SIZE,
-                                  NEGSTREAM__MAX_FRAME, err);
+                                  s->wcap - NEGSTREAM__DATA_HEADER_SIZE, err);
         pthread_mutex_unlock(&s->gss_mu);
         if (tok < 0)
             goto fail;
@@ -535,10 +587,12 @@ static ssize_t do_read(negstream *s, uint8_t *dst, size_t count,
         return (ssize_t)take_buffered(s, dst, count);
     }
     for (;;) {
-        uint32_t len;
+        uint32_t len = s->rframe;
         size_t off = 0;
         ssize_t got, plain;
 
+        if (len != 0)
+            goto body;      /* the header came with a failed allocation */
         got = negstream__transport_read_exact(&s->tr, hdr, sizeof(hdr),
                                               rd_to, err);
         if (got < 0)
@@ -561,6 +615,16 @@ static ssize_t do_read(negstream *s, uint8_t *dst, size_t count,
                                NEGSTREAM__MAX_FRAME);
             goto fail_io;
         }
+body:
+        if (grow_frame_buf(&s->rbuf, &s->rcap, len, NEGSTREAM__MAX_FRAME,
+                           "read", err) < 0) {
+            /* The header is consumed: keep its length, so that the next
+             * read goes on with this frame.  Nothing else was consumed. */
+            s->rframe = len;
+            negstream__err_prefix(err, "read failed, nothing consumed");
+            return -1;
+        }
+        s->rframe = 0;
         got = negstream__transport_read_exact(&s->tr, s->rbuf, len, rd_to,
                                               err);
         if (got < 0)
@@ -596,20 +660,11 @@ fail:
 /* ---- the work of an authentication ------------------------------------- */
 
 /* Copies what the context says into the stream, once it is complete.
- * Allocates the frame buffers when frames will be used. */
-static int finish_auth(negstream *s, negstream_error *err)
+ * The frame buffers come with the first read and the first write. */
+static void finish_auth(negstream *s)
 {
     bool framed = negstream__gss_is_framed(&s->gss);
 
-    if (framed) {
-        s->rbuf = malloc(NEGSTREAM__MAX_FRAME);
-        s->wbuf = malloc(WBUF_SIZE);
-        if (s->rbuf == NULL || s->wbuf == NULL) {
-            negstream__err_set(err, NEGSTREAM_E_NOMEM,
-                               "out of memory allocating frame buffers");
-            return -1;
-        }
-    }
     pthread_mutex_lock(&s->mu);
     s->framed = framed;
     s->p_encrypted = negstream__gss_is_encrypted(&s->gss);
@@ -618,7 +673,6 @@ static int finish_auth(negstream *s, negstream_error *err)
     s->p_impersonation = negstream__gss_impersonation(&s->gss);
     s->p_auth_type = negstream__gss_auth_type(&s->gss);
     pthread_mutex_unlock(&s->mu);
-    return 0;
 }
 
 /*
@@ -645,7 +699,7 @@ static int do_authenticate(negstream *s, int kind,
             rc = negstream__handshake_server(&s->gss, &s->tr, rd_to, err);
     }
     if (rc == 0)
-        rc = finish_auth(s, err);
+        finish_auth(s);
 
     pthread_mutex_lock(&s->mu);
     s->auth_pending = false;

@@ -56,10 +56,15 @@ struct negstream {
     /* pending async operations, so that close can cancel them */
     negstream_async      *pending_write, *pending_read, *pending_auth;
     /* reader side (only the one running read touches these) */
-    uint8_t              *rbuf;        /* NEGSTREAM__MAX_FRAME bytes */
+    uint8_t              *rbuf;        /* one received frame; grown on use */
+    size_t                rcap;        /* its size (0: not allocated yet) */
     size_t                rpos, rlen;  /* buffered plaintext rbuf[rpos..rlen) */
-    /* writer side (only the one running write touches this) */
-    uint8_t              *wbuf;        /* one wrapped frame */
+    uint32_t              rframe;      /* length of a frame whose header was
+                                        * read but whose buffer could not be
+                                        * allocated (0: none) */
+    /* writer side (only the one running write touches these) */
+    uint8_t              *wbuf;        /* one wrapped frame; grown on use */
+    size_t                wcap;        /* its size (0: not allocated yet) */
 };
 
 #endif

@@ -238,6 +238,15 @@ static void expect_clean(bool own, const char *what, unsigned long k,
                       what, k, negstream_status_name(e->code), e->message);
 }
 
+/* The frame buffer of a first write (or read) could not be allocated:
+ * NOMEM, and the stream says nothing was sent (consumed). */
+static bool nothing_sent(const negstream_error *e)
+{
+    return e->code == NEGSTREAM_E_NOMEM &&
+           (strstr(e->message, "nothing sent") != NULL ||
+            strstr(e->message, "nothing consumed") != NULL);
+}
+
 /* _i: level, Sign or EncryptAndSign (bit 0); the allocations counted
  * (bit 1): all of them, or only libnegstream's own. */
 START_TEST(test_malloc_fails_in_write)
@@ -269,9 +278,9 @@ START_TEST(test_malloc_fails_in_write)
         ck_assert_uint_lt(k, 100000);
         tu_pair(lv, &c, &s);
         if (own) {
-            /* The library allocates nothing for a sync write (its frame
-             * buffers come with the authentication), so the asynchronous
-             * one is tried: its result and its job.  A pool of our own,
+            /* The asynchronous write: its result and its job (the
+             * shim counts this thread only; the frame buffer, allocated
+             * by the worker, is the sync variant's).  A pool of our own,
              * made before arming, keeps the default pool's one-time
              * creation out of the count. */
             pool = negstream_pool_new(1, 2, &e);
@@ -292,8 +301,9 @@ START_TEST(test_malloc_fails_in_write)
             ck_assert_msg(fired, "write failed without a malloc failure: %s",
                           e.message);
             expect_clean(own, "write", k, &e, false);
-            if (own && ar == NULL) {
-                /* begin_write refused it before anything was queued or
+            if ((own && ar == NULL) || nothing_sent(&e)) {
+                /* begin_write refused it before anything was queued, or
+                 * the frame buffer could not be had before anything was
                  * sent: the stream is still good. */
                 tu_write_all(c, data, sz);
                 tu_read_all(s, got, sz);
@@ -331,6 +341,92 @@ START_TEST(test_malloc_fails_in_write)
     /* There is something to fail: GSSAPI allocates for every wrap, the
      * library for every asynchronous operation. */
     ck_assert_uint_gt(t.k, 1);
+    free(data);
+    free(got);
+}
+END_TEST
+
+/* The k-th allocation of the reader's first read of a two-frame message
+ * fails.  A failure to get the frame buffer (after the header was read)
+ * leaves the stream good: the next reads deliver every byte.  Any other
+ * failure faults it.  _i as above. */
+START_TEST(test_malloc_fails_in_read)
+{
+    negstream_protection lv = (_i & 1) ? NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN
+                                       : NEGSTREAM_PROTECTION_SIGN;
+    bool own = (_i & 2) != 0;
+    const size_t sz = NEGSTREAM__MAX_CHUNK + 5000;    /* two frames */
+    uint8_t *data, *got;
+    tally t = { 0, 0, 0 };
+    unsigned long k;
+    unsigned long kept = 0;
+
+    if (!need_shim_malloc())
+        return;
+    private_ccache();
+    data = malloc(sz);
+    got = malloc(sz);
+    ck_assert_ptr_nonnull(data);
+    ck_assert_ptr_nonnull(got);
+    tu_fill(data, sz, 72);
+    for (k = 1;; k += stride()) {
+        negstream *c, *s;
+        negstream_error e, e2;
+        size_t have = 0;
+        ssize_t n = 0;
+        bool fired;
+
+        ck_assert_uint_lt(k, 100000);
+        tu_pair(lv, &c, &s);
+        tu_write_all(c, data, sz);
+        memset(got, 0, sz);
+        shim.malloc_arm(k, own);
+        while (have < sz) {
+            n = negstream_read(s, got, sz, (ssize_t)have,
+                               (ssize_t)(sz - have), &e);
+            if (n <= 0)
+                break;
+            have += (size_t)n;
+        }
+        fired = shim.malloc_disarm();
+        if (n < 0) {
+            ck_assert_msg(fired, "read failed without a malloc failure: %s",
+                          e.message);
+            expect_clean(own, "read", k, &e, false);
+            if (nothing_sent(&e)) {
+                /* The frame is still there, length and all. */
+                tu_read_all(s, got + have, sz - have);
+                ck_assert(memcmp(got, data, sz) == 0);
+                kept++;
+            } else {
+                ck_assert_int_eq(negstream_read(s, got, 1, 0, 1, &e2), -1);
+                ck_assert_int_eq(e2.code, NEGSTREAM_E_IO);
+            }
+            t.failed_cleanly++;
+        } else {
+            ck_assert_uint_eq(have, sz);
+            ck_assert(memcmp(got, data, sz) == 0);
+            if (fired) {
+                t.absorbed++;
+            } else {
+                t.k = k;
+                negstream_close(c);
+                negstream_close(s);
+                break;
+            }
+        }
+        negstream_close(c);
+        negstream_close(s);
+    }
+    report(lv == NEGSTREAM_PROTECTION_SIGN
+           ? (own ? "read (Sign), libnegstream's allocations"
+                  : "read (Sign), all allocations")
+           : (own ? "read (EncryptAndSign), libnegstream's allocations"
+                  : "read (EncryptAndSign), all allocations"), &t);
+    /* The first read allocates its frame buffer: at least that one
+     * failure is seen, and the stream survives it. */
+    ck_assert_uint_gt(t.failed_cleanly, 0);
+    ck_assert_uint_gt(kept, 0);
     free(data);
     free(got);
 }
@@ -541,6 +637,7 @@ static Suite *fault_suite(void)
     tcase_add_test(io, test_eintr_storms_and_one_byte);
     tcase_add_loop_test(io, test_nonblocking_eagain, 0, 6);
     tcase_add_loop_test(mem, test_malloc_fails_in_write, 0, 4);
+    tcase_add_loop_test(mem, test_malloc_fails_in_read, 0, 4);
     tcase_add_test(mem, test_malloc_fails_in_pool_new);
     /* Every allocation of a Kerberos authentication (2, 3) only on
      * request: MIT krb5 1.20 dereferences NULL after some failed
