@@ -85,6 +85,42 @@ static bool take_ticket(void)
     return atomic_fetch_add(&g_issued, 1) < g_target;
 }
 
+/*
+ * The pipelined variants run chains: each completion issues the next
+ * operation while tickets last.  When the run's last operation is
+ * recorded, other chains' completions may still be running; one that
+ * took a ticket after the next run's reset would issue on a stream the
+ * next run is also issuing on (two writes pending: NOT_SUPPORTED, or
+ * more records than the run has room for).  So a run ends only when
+ * every chain has ended.
+ */
+static atomic_int g_chains;
+
+/* A chain's first ticket: false when none is left. */
+static bool chain_start(void)
+{
+    if (!take_ticket())
+        return false;
+    atomic_fetch_add(&g_chains, 1);
+    return true;
+}
+
+/* In a completion: true to issue the chain's next operation; false ends
+ * the chain, whose completion must then touch nothing of the run. */
+static bool chain_next(void)
+{
+    if (take_ticket())
+        return true;
+    atomic_fetch_sub(&g_chains, 1);
+    return false;
+}
+
+static void wait_chains_ended(void)
+{
+    while (atomic_load(&g_chains) > 0)
+        sched_yield();
+}
+
 static void record(uint64_t t_begin)
 {
     size_t i = atomic_fetch_add(&g_completed, 1);
@@ -237,7 +273,7 @@ static void lib_cb(negstream_async *ar)
     record(st->t_begin);
     if (negstream_end_write(g_client[st->i], ar, &err) < 0)
         bu_die("end_write: %s", err.message);
-    if (take_ticket())
+    if (chain_next())
         lib_issue(st);
 }
 
@@ -267,11 +303,12 @@ static double run_lib_callback(bool one_worker)
     t0 = bu_now();
     for (i = 0; i < g_nstreams; i++) {
         g_ls[i].i = (int)i;
-        if (take_ticket())
+        if (chain_start())
             lib_issue(&g_ls[i]);
     }
     wait_all_done();
     t1 = bu_now();
+    wait_chains_ended();
     rate = (double)g_ops_cb / (t1 - t0);
     if (one_worker) {
         /* The last callback may still be ending its result. */
@@ -430,7 +467,7 @@ static void q_job_done(qjob *j)
 {
     if (j->callback) {
         record(j->t_begin);
-        if (take_ticket()) {
+        if (chain_next()) {
             j->t_begin = bu_now_ns();
             q_submit(&g_q, j);
         }
@@ -453,13 +490,14 @@ static double run_queue_callback(void)
     for (i = 0; i < g_nstreams; i++) {
         g_qj[i].i = (int)i;
         g_qj[i].callback = true;
-        if (take_ticket()) {
+        if (chain_start()) {
             g_qj[i].t_begin = bu_now_ns();
             q_submit(&g_q, &g_qj[i]);
         }
     }
     wait_all_done();
     t1 = bu_now();
+    wait_chains_ended();
     q_stop(&g_q);
     return (double)g_ops_cb / (t1 - t0);
 }
@@ -576,7 +614,7 @@ static void aio_notify(union sigval sv)
         bu_die("aio_write (SIGEV_THREAD) wrote %zd of %zu bytes", r,
                a->cb.aio_nbytes);
     record(a->t_begin);
-    if (take_ticket())
+    if (chain_next())
         aio_issue(a);
 }
 
@@ -603,11 +641,12 @@ static double run_aio_sigev(void)
     t0 = bu_now();
     for (i = 0; i < g_nstreams; i++) {
         g_aio[i].i = (int)i;
-        if (take_ticket())
+        if (chain_start())
             aio_issue(&g_aio[i]);
     }
     wait_all_done();
     t1 = bu_now();
+    wait_chains_ended();
     return (double)g_ops_aio / (t1 - t0);
 }
 
