@@ -163,26 +163,38 @@ START_TEST(test_cut_during_handshake)
     uint64_t sz[2], at;
     fp_proxy *p;
     tu_auth a;
-    int cfd, sfd;
+    int cfd, sfd, attempt;
     bool ok;
 
     fu_count_sigpipe();
     tu_auth_init(&a, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
-    handshake_sizes(&a, sz);
-    ck_assert_uint_gt(sz[dir], 8);
-    switch (where) {
-    case 0: at = 1; break;
-    case 1: at = 4; break;
-    case 2: at = 5; break;
-    case 3: at = 6; break;
-    case 4: at = sz[dir] / 2; break;
-    default: at = sz[dir] - 1; break;
+    for (attempt = 1;; attempt++) {
+        handshake_sizes(&a, sz);
+        ck_assert_uint_gt(sz[dir], 8);
+        switch (where) {
+        case 0: at = 1; break;
+        case 1: at = 4; break;
+        case 2: at = 5; break;
+        case 3: at = 6; break;
+        case 4: at = sz[dir] / 2; break;
+        default: at = sz[dir] - 1; break;
+        }
+        p = fp_start(&cfd, &sfd);
+        fp_cut_at(p, dir, at, how);
+        ok = fu_auth_fds(&a, cfd, sfd, &c, &s, &ce, &se);
+        /* Kerberos messages vary by a byte or two from one handshake to
+         * the next (DER lengths of the microseconds and the sequence
+         * number): a handshake shorter than the one measured ends before
+         * the cut.  Measure again and retry. */
+        if (!ok || fp_count(p, dir) > at || attempt == 5)
+            break;
+        negstream_close(c);
+        negstream_close(s);
+        fp_stop(p);
     }
-    p = fp_start(&cfd, &sfd);
-    fp_cut_at(p, dir, at, how);
-    ok = fu_auth_fds(&a, cfd, sfd, &c, &s, &ce, &se);
-    ck_assert_msg(!ok, "authentication survived a cut at byte %llu",
-                  (unsigned long long)at);
+    ck_assert_msg(!ok, "authentication survived a cut at byte %llu (of "
+                  "%llu, %d attempts)", (unsigned long long)at,
+                  (unsigned long long)fp_count(p, dir), attempt);
     ck_assert_msg(fu_clean_auth_failure(&ce), "client: %s: %s",
                   negstream_status_name(ce.code), ce.message);
     ck_assert(!negstream_is_authenticated(c));
