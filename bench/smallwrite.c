@@ -310,15 +310,8 @@ static double run_lib_callback(bool one_worker)
     t1 = bu_now();
     wait_chains_ended();
     rate = (double)g_ops_cb / (t1 - t0);
-    if (one_worker) {
-        /* The last callback may still be ending its result. */
-        while (negstream_set_pool(g_client[0], g_pool1, NULL) < 0)
-            sched_yield();
-        for (i = 0; i < g_nstreams; i++)
-            while (negstream_set_pool(g_client[i], g_pool1, NULL) < 0)
-                sched_yield();
-        set_pools(NULL);
-    }
+    if (one_worker)
+        set_pools(NULL);    /* every chain has ended its last result */
     return rate;
 }
 

@@ -503,22 +503,22 @@ static ssize_t do_write(negstream *s, const uint8_t *data, size_t count,
         negstream__err_ok(err);
         return (ssize_t)count;
     }
+    /* The first chunk is the largest: one buffer fits them all.  Nothing
+     * is sent yet, so a failure leaves the stream unchanged. */
+    if (count > 0 &&
+        grow_frame_buf(&s->wbuf, &s->wcap,
+                       WBUF_NEED(count < NEGSTREAM__MAX_CHUNK
+                                 ? count : NEGSTREAM__MAX_CHUNK),
+                       WBUF_SIZE, "write", err) < 0) {
+        negstream__err_prefix(err, "write failed, nothing sent");
+        return -1;
+    }
     while (done < count) {
         size_t chunk = count - done;
         ssize_t tok;
 
         if (chunk > NEGSTREAM__MAX_CHUNK)
             chunk = NEGSTREAM__MAX_CHUNK;
-        if (grow_frame_buf(&s->wbuf, &s->wcap, WBUF_NEED(chunk), WBUF_SIZE,
-                           "write", err) < 0) {
-            /* Only the first chunk can need a bigger buffer (the others
-             * are no larger): nothing was sent, the stream is unchanged. */
-            if (done == 0) {
-                negstream__err_prefix(err, "write failed, nothing sent");
-                return -1;
-            }
-            goto fail;
-        }
         pthread_mutex_lock(&s->gss_mu);
         tok = negstream__gss_wrap(&s->gss, data + done, chunk,
                                   s->wbuf + NEGSTREAM__DATA_HEADER_SIZE,
@@ -561,6 +561,36 @@ static size_t take_buffered(negstream *s, uint8_t *dst, size_t count)
 }
 
 /*
+ * Reads a data frame's length prefix.  Returns the length (5 to 65536), 0
+ * at a clean end of stream, or -1 with err set (the caller faults the
+ * stream: part of a header may be consumed).
+ */
+static ssize_t read_frame_len(negstream *s, int rd_to, negstream_error *err)
+{
+    uint8_t hdr[NEGSTREAM__DATA_HEADER_SIZE];
+    uint32_t len;
+    ssize_t got;
+
+    got = negstream__transport_read_exact(&s->tr, hdr, sizeof(hdr), rd_to,
+                                          err);
+    if (got <= 0)
+        return got;
+    if ((size_t)got < sizeof(hdr)) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "connection closed inside a frame header "
+                           "(%zd of 4 bytes)", got);
+        return -1;
+    }
+    if (negstream__data_len_decode(hdr, &len) != NEGSTREAM__FRAME_OK) {
+        negstream__err_set(err, NEGSTREAM_E_IO,
+                           "invalid frame size %u (accepted: %d to %d)",
+                           len, NEGSTREAM__MIN_FRAME, NEGSTREAM__MAX_FRAME);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+/*
  * Reads at most one frame's worth.  Buffered plaintext first, without
  * touching the network; else one whole frame is read, checked, unwrapped
  * and buffered.  A frame that unwraps to nothing is skipped.  A count of 0
@@ -570,7 +600,6 @@ static size_t take_buffered(negstream *s, uint8_t *dst, size_t count)
 static ssize_t do_read(negstream *s, uint8_t *dst, size_t count,
                        negstream_error *err)
 {
-    uint8_t hdr[NEGSTREAM__DATA_HEADER_SIZE];
     int rd_to, wr_to;
 
     timeouts(s, &rd_to, &wr_to);
@@ -587,43 +616,31 @@ static ssize_t do_read(negstream *s, uint8_t *dst, size_t count,
         return (ssize_t)take_buffered(s, dst, count);
     }
     for (;;) {
-        uint32_t len = s->rframe;
+        uint32_t len;
         size_t off = 0;
         ssize_t got, plain;
 
-        if (len != 0)
-            goto body;      /* the header came with a failed allocation */
-        got = negstream__transport_read_exact(&s->tr, hdr, sizeof(hdr),
-                                              rd_to, err);
-        if (got < 0)
-            goto fail_io;
-        if (got == 0) {
-            NEGSTREAM__TRACE("stream %p: end of stream", (void *)s);
-            negstream__err_ok(err);
-            return 0;
+        /* rframe != 0: a header read before a failed allocation. */
+        if (s->rframe == 0) {
+            ssize_t n = read_frame_len(s, rd_to, err);
+
+            if (n < 0)
+                goto fail_io;
+            if (n == 0) {
+                NEGSTREAM__TRACE("stream %p: end of stream", (void *)s);
+                negstream__err_ok(err);
+                return 0;
+            }
+            s->rframe = (uint32_t)n;
         }
-        if ((size_t)got < sizeof(hdr)) {
-            negstream__err_set(err, NEGSTREAM_E_IO,
-                               "connection closed inside a frame header "
-                               "(%zd of 4 bytes)", got);
-            goto fail_io;
-        }
-        if (negstream__data_len_decode(hdr, &len) != NEGSTREAM__FRAME_OK) {
-            negstream__err_set(err, NEGSTREAM_E_IO,
-                               "invalid frame size %u (accepted: %d to %d)",
-                               len, NEGSTREAM__MIN_FRAME,
-                               NEGSTREAM__MAX_FRAME);
-            goto fail_io;
-        }
-body:
-        if (grow_frame_buf(&s->rbuf, &s->rcap, len, NEGSTREAM__MAX_FRAME,
-                           "read", err) < 0) {
-            /* The header is consumed: keep its length, so that the next
-             * read goes on with this frame.  Nothing else was consumed. */
-            s->rframe = len;
+        if (grow_frame_buf(&s->rbuf, &s->rcap, s->rframe,
+                           NEGSTREAM__MAX_FRAME, "read", err) < 0) {
+            /* The header is consumed and rframe keeps its length, so the
+             * next read goes on with this frame: nothing is lost. */
             negstream__err_prefix(err, "read failed, nothing consumed");
             return -1;
         }
+        len = s->rframe;
         s->rframe = 0;
         got = negstream__transport_read_exact(&s->tr, s->rbuf, len, rd_to,
                                               err);

@@ -36,26 +36,11 @@ static const negstream_protection levels[] = {
 
 /* ---- helpers ------------------------------------------------------------ */
 
-struct server {
-    negstream               *s;
-    negstream_server_options so;
-    negstream_error          err;
-    int                      rc;
-};
-
-static void *server_main(void *p)
-{
-    struct server *sv = p;
-
-    sv->rc = negstream_authenticate_as_server(sv->s, &sv->so, &sv->err);
-    return NULL;
-}
-
 /*
- * Authenticates a fresh TCP pair with explicit options on both sides (the
- * server on a thread), like tu_auth_pair but with every option and
- * leave_inner_open open to the test.  The streams are always returned;
- * the raw fds go to fds (may be NULL).  True when both sides succeeded.
+ * Authenticates a fresh TCP pair with explicit options on both sides, like
+ * tu_auth_pair but with every option and leave_inner_open open to the
+ * test.  The streams are always returned; the raw fds go to fds (may be
+ * NULL).  True when both sides succeeded.
  */
 static bool pair_with(const negstream_client_options *co,
                       const negstream_server_options *so, bool leave_open,
@@ -63,44 +48,26 @@ static bool pair_with(const negstream_client_options *co,
                       negstream_error *cerr, negstream_error *serr,
                       int fds_out[2])
 {
-    struct server sv;
-    negstream_error ce;
-    pthread_t t;
-    int fds[2], crc;
+    int fds[2];
 
     tu_tcp_pair(fds);
     if (fds_out != NULL) {
         fds_out[0] = fds[0];
         fds_out[1] = fds[1];
     }
-    memset(&sv, 0, sizeof(sv));
-    sv.so = *so;
-    sv.s = negstream_new(fds[1], leave_open, &sv.err);
-    ck_assert_ptr_nonnull(sv.s);
-    *client = negstream_new(fds[0], leave_open, &ce);
-    ck_assert_ptr_nonnull(*client);
-    ck_assert_int_eq(pthread_create(&t, NULL, server_main, &sv), 0);
-    crc = negstream_authenticate_as_client(*client, co, &ce);
-    if (crc < 0)
-        shutdown(fds[0], SHUT_RDWR);    /* do not leave the server waiting */
-    pthread_join(t, NULL);
-    *server = sv.s;
-    *cerr = ce;
-    *serr = sv.err;
-    return crc == 0 && sv.rc == 0;
+    return tu_auth_fds(fds[0], fds[1], leave_open, co, so, client, server,
+                       cerr, serr);
 }
 
 /* Client options for the realm's NTLM user at 'level'. */
 static void ntlm_client(negstream_client_options *co,
                         negstream_protection level)
 {
-    negstream_client_options_init(co);
-    co->target_name = tu_env("NEGTEST_SPN");
-    co->mechanism = "ntlm";
-    co->user = tu_env("NEGTEST_NTLM_USER");
-    co->domain = tu_env("NEGTEST_NTLM_DOMAIN");
-    co->password = tu_env("NEGTEST_NTLM_PASSWORD");
-    co->protection = level;
+    tu_auth a;
+
+    tu_auth_init(&a, level);
+    a.ntlm_creds = true;
+    tu_client_options(&a, co);
 }
 
 /* The server's view of the NTLM user: "DOMAIN\user". */

@@ -60,63 +60,63 @@ void tu_auth_init(tu_auth *a, negstream_protection level)
     a->ntlm_creds = (level == NEGSTREAM_PROTECTION_NONE);
 }
 
+void tu_client_options(const tu_auth *a, negstream_client_options *co)
+{
+    negstream_client_options_init(co);
+    co->protection = a->client_level;
+    if (a->client_mech != NULL)
+        co->mechanism = a->client_mech;
+    co->target_name = a->target != NULL ? a->target : tu_env("NEGTEST_SPN");
+    if (a->ntlm_creds) {
+        co->user = tu_env("NEGTEST_NTLM_USER");
+        co->domain = tu_env("NEGTEST_NTLM_DOMAIN");
+        co->password = tu_env("NEGTEST_NTLM_PASSWORD");
+        if (a->client_mech == NULL)
+            co->mechanism = "ntlm";
+    } else if (a->password_creds) {
+        co->user = tu_env("NEGTEST_USER");
+        co->password = tu_env("NEGTEST_PASSWORD");
+    }
+}
+
 struct server_arg {
-    negstream      *s;
-    negstream_protection level;
-    negstream_error err;
-    int             rc;
+    negstream               *s;
+    negstream_server_options so;
+    negstream_error          err;
+    int                      rc;
 };
 
 static void *server_main(void *p)
 {
     struct server_arg *sa = p;
-    negstream_server_options so;
 
-    negstream_server_options_init(&so);
-    so.protection = sa->level;
-    sa->rc = negstream_authenticate_as_server(sa->s, &so, &sa->err);
+    sa->rc = negstream_authenticate_as_server(sa->s, &sa->so, &sa->err);
     return NULL;
 }
 
-bool tu_auth_pair(const tu_auth *a, negstream **client, negstream **server,
-                  negstream_error *cerr, negstream_error *serr)
+bool tu_auth_fds(int cfd, int sfd, bool leave_open,
+                 const negstream_client_options *co,
+                 const negstream_server_options *so, negstream **client,
+                 negstream **server, negstream_error *cerr,
+                 negstream_error *serr)
 {
     struct server_arg sa;
-    negstream_client_options co;
     negstream_error ce;
     pthread_t t;
     negstream *c;
-    int fds[2], crc;
+    int crc;
 
-    tu_tcp_pair(fds);
-    tu_fds[0] = fds[0];
-    tu_fds[1] = fds[1];
-    c = negstream_new(fds[0], false, &ce);
+    c = negstream_new(cfd, leave_open, &ce);
     ck_assert_ptr_nonnull(c);
     memset(&sa, 0, sizeof(sa));
-    sa.s = negstream_new(fds[1], false, &sa.err);
+    sa.so = *so;
+    sa.s = negstream_new(sfd, leave_open, &sa.err);
     ck_assert_ptr_nonnull(sa.s);
-    sa.level = a->server_level;
     ck_assert_int_eq(pthread_create(&t, NULL, server_main, &sa), 0);
-
-    negstream_client_options_init(&co);
-    co.protection = a->client_level;
-    co.mechanism = a->client_mech;
-    co.target_name = a->target != NULL ? a->target : tu_env("NEGTEST_SPN");
-    if (a->ntlm_creds) {
-        co.user = tu_env("NEGTEST_NTLM_USER");
-        co.domain = tu_env("NEGTEST_NTLM_DOMAIN");
-        co.password = tu_env("NEGTEST_NTLM_PASSWORD");
-        if (co.mechanism == NULL)
-            co.mechanism = "ntlm";
-    } else if (a->password_creds) {
-        co.user = tu_env("NEGTEST_USER");
-        co.password = tu_env("NEGTEST_PASSWORD");
-    }
-    crc = negstream_authenticate_as_client(c, &co, &ce);
+    crc = negstream_authenticate_as_client(c, co, &ce);
     if (crc < 0) {
         /* The server may wait for a message that never comes: wake it. */
-        shutdown(fds[0], SHUT_RDWR);
+        shutdown(cfd, SHUT_RDWR);
     }
     pthread_join(t, NULL);
     if (cerr != NULL)
@@ -132,6 +132,23 @@ bool tu_auth_pair(const tu_auth *a, negstream **client, negstream **server,
     else
         negstream_close(sa.s);
     return crc == 0 && sa.rc == 0;
+}
+
+bool tu_auth_pair(const tu_auth *a, negstream **client, negstream **server,
+                  negstream_error *cerr, negstream_error *serr)
+{
+    negstream_client_options co;
+    negstream_server_options so;
+    int fds[2];
+
+    tu_tcp_pair(fds);
+    tu_fds[0] = fds[0];
+    tu_fds[1] = fds[1];
+    tu_client_options(a, &co);
+    negstream_server_options_init(&so);
+    so.protection = a->server_level;
+    return tu_auth_fds(fds[0], fds[1], false, &co, &so, client, server, cerr,
+                       serr);
 }
 
 void tu_pair(negstream_protection level, negstream **client,

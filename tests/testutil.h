@@ -35,6 +35,19 @@ typedef struct tu_auth {
 /* Defaults: EncryptAndSign both sides, SPNEGO, default credentials. */
 void tu_auth_init(tu_auth *a, negstream_protection level);
 
+/* The client options a describes (target, mechanism, credentials; the
+ * strings point into the environment or into a). */
+void tu_client_options(const tu_auth *a, negstream_client_options *co);
+
+/* Authenticates streams made on cfd (client) and sfd (server, on a
+ * thread) with the given options.  Returns true when both sides
+ * succeeded; errors, streams and failure handling as tu_auth_pair. */
+bool tu_auth_fds(int cfd, int sfd, bool leave_open,
+                 const negstream_client_options *co,
+                 const negstream_server_options *so, negstream **client,
+                 negstream **server, negstream_error *cerr,
+                 negstream_error *serr);
+
 /* Authenticates a fresh TCP pair (server on a thread).  Returns true when
  * both sides succeeded; the errors of each side are stored in cerr/serr
  * (may be NULL).  On failure the streams are still returned (so tests can

@@ -211,6 +211,18 @@ static void report(const char *what, const tally *t)
     fflush(stdout);
 }
 
+/* report() for the read and write loops: "write (Sign), all allocations". */
+static void report_io(const char *op, negstream_protection lv, bool own,
+                      const tally *t)
+{
+    char what[128];
+
+    snprintf(what, sizeof(what), "%s (%s), %s", op,
+             lv == NEGSTREAM_PROTECTION_SIGN ? "Sign" : "EncryptAndSign",
+             own ? "libnegstream's allocations" : "all allocations");
+    report(what, t);
+}
+
 /* Step between the k tried; 1 (every allocation) unless
  * NEGTEST_MALLOC_STRIDE says otherwise (valgrind runs, for time). */
 static unsigned long stride(void)
@@ -333,11 +345,7 @@ START_TEST(test_malloc_fails_in_write)
         negstream_close(s);
         negstream_pool_free(pool);
     }
-    report(lv == NEGSTREAM_PROTECTION_SIGN
-           ? (own ? "write (Sign), libnegstream's allocations"
-                  : "write (Sign), all allocations")
-           : (own ? "write (EncryptAndSign), libnegstream's allocations"
-                  : "write (EncryptAndSign), all allocations"), &t);
+    report_io("write", lv, own, &t);
     /* There is something to fail: GSSAPI allocates for every wrap, the
      * library for every asynchronous operation. */
     ck_assert_uint_gt(t.k, 1);
@@ -418,11 +426,7 @@ START_TEST(test_malloc_fails_in_read)
         negstream_close(c);
         negstream_close(s);
     }
-    report(lv == NEGSTREAM_PROTECTION_SIGN
-           ? (own ? "read (Sign), libnegstream's allocations"
-                  : "read (Sign), all allocations")
-           : (own ? "read (EncryptAndSign), libnegstream's allocations"
-                  : "read (EncryptAndSign), all allocations"), &t);
+    report_io("read", lv, own, &t);
     /* The first read allocates its frame buffer: at least that one
      * failure is seen, and the stream survives it. */
     ck_assert_uint_gt(t.failed_cleanly, 0);
@@ -498,7 +502,7 @@ static void *peer_main(void *arg)
     } else {
         tu_auth_init(&a, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
         a.client_mech = p->mech;
-        fu_client_options(&a, &co);
+        tu_client_options(&a, &co);
         p->rc = negstream_authenticate_as_client(p->s, &co, &p->e);
     }
     if (p->rc < 0)
@@ -535,7 +539,7 @@ START_TEST(test_malloc_fails_in_authentication)
     tu_auth_init(&a, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
     if (!own)
         a.client_mech = "kerberos";
-    fu_client_options(&a, &co);
+    tu_client_options(&a, &co);
     /* One clean run first: GSSAPI's process-wide set-up (the mechanism
      * list, krb5's error tables) happens once, not per authentication. */
     {

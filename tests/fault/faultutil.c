@@ -59,25 +59,6 @@ static void *server_main(void *p)
     return NULL;
 }
 
-void fu_client_options(const tu_auth *a, negstream_client_options *co)
-{
-    negstream_client_options_init(co);
-    co->protection = a->client_level;
-    if (a->client_mech != NULL)
-        co->mechanism = a->client_mech;
-    co->target_name = a->target != NULL ? a->target : tu_env("NEGTEST_SPN");
-    if (a->ntlm_creds) {
-        co->user = tu_env("NEGTEST_NTLM_USER");
-        co->domain = tu_env("NEGTEST_NTLM_DOMAIN");
-        co->password = tu_env("NEGTEST_NTLM_PASSWORD");
-        if (a->client_mech == NULL)
-            co->mechanism = "ntlm";
-    } else if (a->password_creds) {
-        co->user = tu_env("NEGTEST_USER");
-        co->password = tu_env("NEGTEST_PASSWORD");
-    }
-}
-
 bool fu_auth_fds(const tu_auth *a, int cfd, int sfd, negstream **client,
                  negstream **server, negstream_error *cerr,
                  negstream_error *serr)
@@ -106,7 +87,7 @@ bool fu_auth_fds_mech(const tu_auth *a, const char *server_mech, int cfd,
     sa.mech = server_mech;
     ck_assert_int_eq(pthread_create(&t, NULL, server_main, &sa), 0);
 
-    fu_client_options(a, &co);
+    tu_client_options(a, &co);
     crc = negstream_authenticate_as_client(c, &co, &ce);
     if (crc < 0)
         shutdown(cfd, SHUT_RDWR);

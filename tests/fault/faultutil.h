@@ -25,10 +25,6 @@ bool fu_auth_fds_mech(const tu_auth *a, const char *server_mech, int cfd,
                       int sfd, negstream **client, negstream **server,
                       negstream_error *cerr, negstream_error *serr);
 
-/* The client options tu_auth describes (strings point into the
- * environment or into a). */
-void fu_client_options(const tu_auth *a, negstream_client_options *co);
-
 /* A status a clean failure of an I/O operation may carry. */
 bool fu_clean_io_failure(const negstream_error *e);
 
