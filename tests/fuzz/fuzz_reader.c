@@ -316,10 +316,11 @@ static size_t wrap_frame(peer *p, size_t n)
 /*
  * Whether a token changed by FLIP is still, for GSS itself, the message
  * the peer wrapped.  RFC 4121 leaves the EC and RRC fields of a wrap token
- * out of its checksum, and the receiver rotates by RRC modulo the token's
- * length: a flip that turns RRC into a multiple of that length (RRC 0 ->
- * 32 in a 32-byte Sign token) changes bytes on the wire but not the
- * message, and no reader can tell.  A fresh copy of the receiving context
+ * out of its checksum, and the receiver rotates what follows the 16-byte
+ * header by RRC modulo its length: a flip that turns RRC into a multiple
+ * of that length (RRC 0 -> 32 when 4 bytes of data and a 12-byte checksum
+ * follow) changes bytes on the wire but not the message, and no reader
+ * can tell.  A fresh copy of the receiving context
  * decides (a sequence gap is only a supplementary status there); the
  * frame then counts as intact.  A flip in the length prefix never is.
  */
