@@ -700,6 +700,58 @@ START_TEST(test_tampered_replayed_reordered)
 }
 END_TEST
 
+/*
+ * RFC 4121 keeps a wrap token's RRC field (the rotation of what follows
+ * its 16-byte header) out of the checksum.  Rotating by RRC + the rotated
+ * length is rotating by RRC: the token still carries the message sent, and
+ * it is delivered (negstream(7), FAILURES; a fuzz run found it).  Any
+ * other change of RRC garbles the token, and the reader fails.
+ */
+START_TEST(test_rrc_changed)
+{
+    uint8_t f[256];
+    negstream *c, *s;
+    negstream_error e;
+    size_t n, body;
+    unsigned rrc;
+    char b[64];
+    bool same = _i < 2;
+
+    tu_pair(_i % 2 == 0 ? NEGSTREAM_PROTECTION_SIGN
+                        : NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    tu_write_all(c, "first secret", 12);
+    n = grab_frame(f, sizeof(f));
+    /* A CFX (RFC 4121) wrap token: 05 04, flags, FF, EC, RRC, sequence. */
+    ck_assert_uint_gt(n, 4 + 16);
+    ck_assert_uint_eq(f[4], 0x05);
+    ck_assert_uint_eq(f[5], 0x04);
+    body = n - 4 - 16;
+    rrc = (unsigned)f[10] << 8 | f[11];
+    rrc = (rrc + (same ? body : 1)) & 0xffff;
+    f[10] = (uint8_t)(rrc >> 8);
+    f[11] = (uint8_t)rrc;
+    ck_assert_int_eq(send(tu_fds[0], f, n, 0), (ssize_t)n);
+    if (same) {
+        ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e),
+                         12);
+        ck_assert_mem_eq(b, "first secret", 12);
+        /* And the stream goes on. */
+        tu_write_all(c, "second", 6);
+        n = grab_frame(f, sizeof(f));
+        ck_assert_int_eq(send(tu_fds[0], f, n, 0), (ssize_t)n);
+        ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e),
+                         6);
+        ck_assert_mem_eq(b, "second", 6);
+    } else {
+        ck_assert_int_eq(negstream_read(s, b, sizeof(b), 0, sizeof(b), &e),
+                         -1);
+        ck_assert_int_eq(e.code, NEGSTREAM_E_IO);
+    }
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
 /* With EncryptAndSign the plaintext never appears on the wire; with Sign
  * it does (signed, not sealed), and None passes it through raw. */
 START_TEST(test_wire_confidentiality)
@@ -993,6 +1045,7 @@ static Suite *stream_suite(void)
     tcase_add_loop_test(t, test_clean_eof, 0, nlevels);
     tcase_add_test(t, test_bad_frames);
     tcase_add_loop_test(t, test_tampered_replayed_reordered, 0, 6);
+    tcase_add_loop_test(t, test_rrc_changed, 0, 4);
     tcase_add_loop_test(t, test_wire_confidentiality, 0, nlevels);
     tcase_add_loop_test(t, test_peer_closed_write_fails_without_sigpipe, 0,
                         nlevels);
