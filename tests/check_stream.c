@@ -703,9 +703,9 @@ END_TEST
 /*
  * RFC 4121 keeps a wrap token's RRC field (the rotation of what follows
  * its 16-byte header) out of the checksum.  Rotating by RRC + the rotated
- * length is rotating by RRC: the token still carries the message sent, and
- * it is delivered (negstream(7), FAILURE SEMANTICS; a fuzz run found it).  Any
- * other change of RRC garbles the token, and the reader fails.
+ * length is rotating by RRC: the token still carries the message sent,
+ * and it is delivered (negstream(7), FAILURE SEMANTICS; a fuzz run found
+ * it).  Any other change of RRC garbles the token, and the reader fails.
  */
 START_TEST(test_rrc_changed)
 {
