@@ -184,9 +184,12 @@ START_TEST(test_cut_during_handshake)
         ok = fu_auth_fds(&a, cfd, sfd, &c, &s, &ce, &se);
         /* Kerberos messages vary by a byte or two from one handshake to
          * the next (DER lengths of the microseconds and the sequence
-         * number): a handshake shorter than the one measured ends before
-         * the cut.  Measure again and retry. */
-        if (!ok || fp_count(p, dir) > at || attempt == 5)
+         * number, which is random): a handshake shorter than the one
+         * measured ends before the cut, and the side it was going to
+         * completes whatever the other does.  Only a cut that the proxy
+         * saw more bytes than 'at' for tested anything: measure again and
+         * retry otherwise (a shorter one is common, 20 in a row is not). */
+        if (fp_count(p, dir) > at || attempt == 20)
             break;
         negstream_close(c);
         negstream_close(s);
