@@ -320,9 +320,9 @@ static size_t wrap_frame(peer *p, size_t n)
  * header by RRC modulo its length: a flip that turns RRC into a multiple
  * of that length (RRC 0 -> 32 when 4 bytes of data and a 12-byte checksum
  * follow) changes bytes on the wire but not the message, and no reader
- * can tell.  A fresh copy of the receiving context
- * decides (a sequence gap is only a supplementary status there); the
- * frame then counts as intact.  A flip in the length prefix never is.
+ * can tell.  A fresh copy of the receiving context decides (a sequence
+ * gap is only a supplementary status there); the frame then counts as
+ * intact.  A flip in the length prefix never is.
  */
 static bool flip_is_benign(const peer *p, size_t len, size_t at, size_t n)
 {
