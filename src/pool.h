@@ -45,4 +45,25 @@ void negstream__pool_set_idle_ms(negstream_pool *p, int ms);
 /* For tests and tracing: the number of live workers of p. */
 unsigned negstream__pool_threads(negstream_pool *p);
 
+/*
+ * Queues a job that continues an operation the pool already accepted: a
+ * watch that fired (poller.c), the callback of a result completed by close
+ * or cancel.  Unlike negstream__pool_submit it is also accepted while
+ * negstream_pool_free drains the pool (until its last worker has left),
+ * so that nothing accepted is ever dropped.  Same return values.
+ */
+int negstream__pool_resume(negstream_pool *p, negstream__job *job,
+                           negstream_error *err);
+
+/*
+ * The calling thread is about to block on something only another job can
+ * finish (end_* or a wait on an incomplete result, from a callback).  If
+ * it is a worker of a pool, that pool counts it as blocked and may start
+ * a thread beyond max_threads while it is, so that a pool whose every
+ * worker waits this way still runs the jobs they wait for (GTask's
+ * overflow thread).  Pair every begin with an end on the same thread.
+ */
+void negstream__pool_blocking_begin(void);
+void negstream__pool_blocking_end(void);
+
 #endif
