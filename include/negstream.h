@@ -103,13 +103,18 @@ NEGSTREAM_API negstream *negstream_new(int fd, bool leave_inner_open,
                                        negstream_error *err);
 NEGSTREAM_API void negstream_close(negstream *s);
 
-/* I/O timeouts in milliseconds for every later read / write on the socket
- * (.NET ReadTimeout / WriteTimeout); -1 (the default) waits forever.  An
- * expired timeout fails the operation with NEGSTREAM_E_TIMEOUT and, because
- * a frame may be half sent or half read, faults the stream. */
+/* Timeouts in milliseconds for every later read / write (.NET ReadTimeout
+ * / WriteTimeout), each bounding a whole operation from its start; -1 (the
+ * default) waits forever.  An expired timeout fails the operation with
+ * NEGSTREAM_E_TIMEOUT and, because a frame may be half sent or half read,
+ * faults the stream. */
 NEGSTREAM_API int negstream_set_timeouts(negstream *s, int read_timeout_ms,
                                          int write_timeout_ms,
                                          negstream_error *err);
+/* The deadline of a whole authentication, from its start (default 60000
+ * ms; -1: none).  Expiry fails it with NEGSTREAM_E_TIMEOUT. */
+NEGSTREAM_API int negstream_set_auth_timeout(negstream *s, int timeout_ms,
+                                             negstream_error *err);
 
 /* ---- authentication --------------------------------------------------- */
 

@@ -21,12 +21,11 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef HAVE_EVENTFD
-# include <sys/eventfd.h>
-#endif
 
 #include "async.h"
 #include "error.h"
+#include "pool.h"
+#include "wake.h"
 
 /*
  * A waiter spins at most this long, watching the completed flag, before it
@@ -80,7 +79,7 @@ struct negstream_async {
     int                  kind;
     const void          *owner;
     negstream__cancel_fn cancel;
-    int                  fd_r, fd_w; /* -1 until asked; equal for eventfd */
+    negstream__wake      fd;         /* negstream_async_fd, made on demand */
     wnode               *waiters;    /* wait_any registrations, under mu */
     max_align            extra[];    /* the owner's area */
 };
@@ -177,7 +176,7 @@ negstream_async *negstream__async_new(int kind, const void *owner,
     ar->state = state;
     ar->kind = kind;
     ar->owner = owner;
-    ar->fd_r = ar->fd_w = -1;
+    ar->fd.r = ar->fd.w = -1;
     negstream__err_ok(err);
     return ar;
 }
@@ -186,10 +185,7 @@ static void async_unref(negstream_async *ar)
 {
     if (atomic_fetch_sub_explicit(&ar->refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (ar->fd_r >= 0)
-        close(ar->fd_r);
-    if (ar->fd_w >= 0 && ar->fd_w != ar->fd_r)
-        close(ar->fd_w);
+    negstream__wake_close(&ar->fd);
     pthread_cond_destroy(&ar->cv);
     pthread_mutex_destroy(&ar->mu);
     free(ar);
@@ -217,60 +213,6 @@ bool negstream__async_matches(const negstream_async *ar, int kind,
 
 /* ---- the completion fd ------------------------------------------------- */
 
-/* Makes the fd readable; it stays so (nobody reads it). */
-static void fd_signal(int fd_w)
-{
-    ssize_t n;
-
-#ifdef HAVE_EVENTFD
-    uint64_t one = 1;
-
-    do
-        n = write(fd_w, &one, sizeof(one));
-    while (n < 0 && errno == EINTR);
-#else
-    char one = 1;
-
-    do
-        n = write(fd_w, &one, 1);
-    while (n < 0 && errno == EINTR);
-#endif
-    /* EAGAIN: already readable, which is all we want. */
-    (void)n;
-}
-
-/* Creates ar's fd pair.  Caller holds ar->mu.  -1 with errno on failure. */
-static int fd_create(negstream_async *ar)
-{
-#ifdef HAVE_EVENTFD
-    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-
-    if (fd < 0)
-        return -1;
-    ar->fd_r = ar->fd_w = fd;
-    return 0;
-#else
-    int p[2];
-
-# ifdef HAVE_PIPE2
-    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
-        return -1;
-# else
-    int i;
-
-    if (pipe(p) < 0)
-        return -1;
-    for (i = 0; i < 2; i++) {
-        fcntl(p[i], F_SETFD, FD_CLOEXEC);
-        fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK);
-    }
-# endif
-    ar->fd_r = p[0];
-    ar->fd_w = p[1];
-    return 0;
-#endif
-}
-
 /*
  * The fd is made on first request: most results are waited on or called
  * back, and an eventfd per operation would cost two system calls.  If the
@@ -286,13 +228,13 @@ int negstream_async_fd(negstream_async *ar)
         return -1;
     }
     pthread_mutex_lock(&ar->mu);
-    if (ar->fd_r < 0) {
-        if (fd_create(ar) < 0)
+    if (ar->fd.r < 0) {
+        if (negstream__wake_open(&ar->fd) < 0)
             goto out;
         if (is_done(ar))
-            fd_signal(ar->fd_w);
+            negstream__wake_signal(&ar->fd);
     }
-    fd = ar->fd_r;
+    fd = ar->fd.r;
 out:
     pthread_mutex_unlock(&ar->mu);
     return fd;
@@ -308,13 +250,12 @@ out:
  * The fd written is the one that existed when the flag was set; an fd
  * made later is signalled by negstream_async_fd itself.
  */
-bool negstream__async_complete(negstream_async *ar,
-                               const negstream_error *outcome,
-                               ssize_t result, bool synchronously)
+bool negstream__async_settle(negstream_async *ar,
+                             const negstream_error *outcome, ssize_t result,
+                             bool synchronously)
 {
-    negstream_callback cb = NULL;
+    negstream__wake fd = NEGSTREAM__WAKE_INIT;
     bool won = false;
-    int fd_w = -1;
     wnode *n;
 
     if (ar == NULL)
@@ -328,8 +269,7 @@ bool negstream__async_complete(negstream_async *ar,
         ar->result = result;
         ar->sync = synchronously;
         atomic_store_explicit(&ar->completed, true, memory_order_release);
-        cb = ar->cb;
-        fd_w = ar->fd_w;
+        fd = ar->fd;
         won = true;
         if (ar->nwaiting > 0)
             pthread_cond_broadcast(&ar->cv);
@@ -341,14 +281,42 @@ bool negstream__async_complete(negstream_async *ar,
         }
     }
     pthread_mutex_unlock(&ar->mu);
-    if (!won)
-        return false;
-    if (fd_w >= 0)
-        fd_signal(fd_w);
-    if (cb != NULL)
-        cb(ar);             /* may end ar: our reference keeps it alive */
+    if (won)
+        negstream__wake_signal(&fd);
+    return won;
+}
+
+bool negstream__async_has_callback(const negstream_async *ar)
+{
+    return ar != NULL && ar->cb != NULL;
+}
+
+/* cb is written once, before the result is published: no lock needed. */
+void negstream__async_callback(negstream_async *ar)
+{
+    if (ar == NULL)
+        return;
+    if (ar->cb != NULL)
+        ar->cb(ar);         /* may end ar: our reference keeps it alive */
     async_unref(ar);        /* the completer's */
+}
+
+bool negstream__async_complete(negstream_async *ar,
+                               const negstream_error *outcome,
+                               ssize_t result, bool synchronously)
+{
+    if (!negstream__async_settle(ar, outcome, result, synchronously))
+        return false;
+    negstream__async_callback(ar);
     return true;
+}
+
+void negstream__async_discard(negstream_async *ar)
+{
+    if (ar == NULL)
+        return;
+    async_unref(ar);        /* the completer's */
+    async_unref(ar);        /* the caller's */
 }
 
 /* ---- waiting ----------------------------------------------------------- */

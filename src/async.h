@@ -53,6 +53,27 @@ bool negstream__async_complete(negstream_async *ar,
                                const negstream_error *outcome,
                                ssize_t result, bool synchronously);
 
+/*
+ * The completion in two halves, for a result settled by a thread that
+ * must not run the callback (close, cancel: the callback goes to a
+ * worker).  settle: the first call stores (outcome, result), marks the
+ * result completed and wakes the waiters and the fd; it returns true and
+ * the caller then owns the completer's reference; later calls do nothing
+ * and return false.  callback: runs the callback (if any) with no library
+ * lock held and drops the completer's reference; call it exactly once
+ * after a settle that returned true.  negstream__async_complete is
+ * settle + callback.
+ */
+bool negstream__async_settle(negstream_async *ar,
+                             const negstream_error *outcome, ssize_t result,
+                             bool synchronously);
+void negstream__async_callback(negstream_async *ar);
+bool negstream__async_has_callback(const negstream_async *ar);
+
+/* Frees a result that was never handed to the caller (begin_* failed
+ * after making it): both references, no callback, no waiters. */
+void negstream__async_discard(negstream_async *ar);
+
 /* Waits for completion, copies the outcome into err, drops the caller's
  * ref (ar is invalid afterwards).  Returns the stored result (>= 0) or -1
  * with err.  The caller has validated ar with negstream__async_matches. */

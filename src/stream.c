@@ -1,17 +1,12 @@
 /*
- * stream.c - the negstream object: state, argument checks in .NET's order,
- * synchronous read/write, the asynchronous jobs, close and properties.
+ * stream.c - the negstream object: creation, references and release,
+ * settings, argument and state checks in .NET's order, the public
+ * read/write/authenticate calls (synchronous and begin/end), close and
+ * the properties.  The operations themselves run in op.c.
  *
- * Data flow of a write: negstream_begin_write (checks, marks the write
- * pending) -> async result -> pool job -> for each chunk of at most 64512
- * bytes: gss wrap (under gss_mu) -> length prefix -> transport -> the one
- * completion path (async.c) -> the caller's end_write or callback.
- *
- * References on a stream: the user's (dropped by negstream_close) and one
- * per async result not yet ended (taken when the operation is published,
- * dropped by the matching negstream_end_*).  So a running job, a queued
- * job and a completed-but-not-ended result all keep the stream alive; the
- * last reference closes the fd and frees the stream.
+ * References (see stream.h): the logical ones (the user's, one per
+ * operation until ended) release the resources when the last goes; the
+ * memory ones keep the struct alive across a completion's callback.
  */
 #include "config.h"
 
@@ -25,76 +20,72 @@
 #include "async.h"
 #include "error.h"
 #include "frame.h"
-#include "handshake.h"
+#include "op.h"
 #include "pool.h"
 #include "stream.h"
 #include "trace.h"
 
-/* Size of the buffer one wrapped frame is built in: prefix + token. */
-#define WBUF_SIZE (NEGSTREAM__DATA_HEADER_SIZE + NEGSTREAM__MAX_FRAME)
-/* What wbuf needs for a chunk: the prefix, the chunk and the largest wrap
- * overhead a frame may carry (NEGSTREAM__MAX_FRAME - NEGSTREAM__MAX_CHUNK). */
-#define WBUF_NEED(chunk) \
-    (NEGSTREAM__DATA_HEADER_SIZE + (chunk) + \
-     (NEGSTREAM__MAX_FRAME - NEGSTREAM__MAX_CHUNK))
-/* The smallest frame buffer allocated. */
-#define FRAME_BUF_MIN 1024
-
-/*
- * One asynchronous operation.  It lives in the extra area of its async
- * result, so an operation costs one allocation.  The job is the first
- * member so that a job pointer is also an op pointer.
- */
-typedef struct op {
-    negstream__job   job;
-    negstream       *s;
-    negstream_async *ar;
-    negstream_pool  *pool;      /* the pool the job was queued on */
-    int              kind;      /* NEGSTREAM__OP_* */
-    const uint8_t   *wdata;     /* write: caller's bytes (borrowed) */
-    uint8_t         *rdata;     /* read: caller's buffer (borrowed) */
-    size_t           count;
-    /* authentication: the options, with private copies of the strings */
-    negstream_client_options copt;
-    negstream_server_options sopt;
-    char            *strings;
-} op;
+/* Authentication's whole-operation deadline unless set (issue 11): a
+ * handshake that has not finished in a minute is a peer that will not. */
+#define AUTH_TIMEOUT_DEFAULT_MS 60000
 
 /* ---- references -------------------------------------------------------- */
-
-/*
- * A stream is freed when its last reference goes: the user's (dropped by
- * negstream_close) and one per operation, taken under s->mu when the
- * operation is marked pending.  A synchronous call drops its own on
- * return; an asynchronous one hands it to its result, which end_* drops.
- * So a close from another thread never frees a stream under a call.
- */
 
 static void stream_ref(negstream *s)
 {
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
 }
 
-static void stream_unref(negstream *s)
+void negstream__stream_mhold(negstream *s)
 {
-    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+    atomic_fetch_add_explicit(&s->mrefs, 1, memory_order_relaxed);
+}
+
+/* The last memory reference: only memory goes, no GSSAPI (this may run on
+ * a worker after the application's main has returned). */
+void negstream__stream_mdrop(negstream *s)
+{
+    if (atomic_fetch_sub_explicit(&s->mrefs, 1, memory_order_acq_rel) != 1)
         return;
-    NEGSTREAM__TRACE("stream %p freed", (void *)s);
-    if (!s->leave_inner_open)
-        close(s->tr.fd);
-    negstream__gss_free(&s->gss);
-    free(s->rbuf);
-    free(s->wbuf);
     pthread_mutex_destroy(&s->gss_mu);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
 
+/*
+ * The last logical reference: the stream is closed and every operation
+ * has ended, so nothing can use the transport, the context or the
+ * buffers any more.  The read buffer may hold plaintext: wiped.
+ */
+void negstream__stream_unref(negstream *s)
+{
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    NEGSTREAM__TRACE("stream %p released", (void *)s);
+    pthread_mutex_lock(&s->mu);
+    negstream__op_maybe_close_tr_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    negstream__gss_free(&s->gss);
+    negstream__op_wipe(s->rbuf, s->rcap);
+    free(s->rbuf);
+    negstream__op_wipe(s->wbuf, s->wcap);
+    free(s->wbuf);
+    negstream__wake_close(&s->wake);
+    negstream__stream_mdrop(s);
+}
+
 /* ---- creation ---------------------------------------------------------- */
 
+/*
+ * The stream works on its own duplicate of fd, so that after
+ * negstream_close nothing of the library ever touches the number fd
+ * again, whatever the application does with it (close it, reuse it).
+ * Without leave_inner_open, fd itself is closed by negstream_close.
+ */
 negstream *negstream_new(int fd, bool leave_inner_open, negstream_error *err)
 {
     negstream *s;
+    negstream_error e;
 
     if (fd < 0) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
@@ -112,28 +103,59 @@ negstream *negstream_new(int fd, bool leave_inner_open, negstream_error *err)
                            "out of memory allocating a stream");
         return NULL;
     }
+    if (negstream__transport_fd(&s->tr, fd, &e) < 0) {
+        free(s);
+        negstream__err_copy(err, &e);
+        return NULL;
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gss_mu, NULL);
     atomic_init(&s->refs, 1);
-    negstream__transport_init(&s->tr, fd);
+    atomic_init(&s->mrefs, 1);
+    s->tr_open = true;
+    negstream__pollfd_init(&s->pfd, s->tr.fd);
+    s->wake.r = s->wake.w = -1;
+    s->user_fd = fd;
     s->leave_inner_open = leave_inner_open;
     s->read_timeout_ms = -1;
     s->write_timeout_ms = -1;
+    s->auth_timeout_ms = AUTH_TIMEOUT_DEFAULT_MS;
     s->gss.ctx = GSS_C_NO_CONTEXT;
     s->gss.cred = GSS_C_NO_CREDENTIAL;
     s->gss.target = GSS_C_NO_NAME;
     s->p_impersonation = NEGSTREAM_IMPERSONATION_NONE;
-    NEGSTREAM__TRACE("stream %p created on fd %d%s", (void *)s, fd,
-                     s->tr.is_socket ? " (socket)" : "");
+    negstream__reasm_init(&s->rr, NEGSTREAM__REASM_DATA);
+    NEGSTREAM__TRACE("stream %p created on fd %d (working on fd %d%s)",
+                     (void *)s, fd, s->tr.fd,
+                     s->tr.is_socket ? ", a socket" : "");
     negstream__err_ok(err);
     return s;
+}
+
+/* Sets *field to ms under s->mu unless the stream is closed. */
+static int set_locked_ms(negstream *s, int *a, int va, int *b, int vb,
+                         negstream_error *err)
+{
+    int rc = -1;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->closed) {
+        negstream__err_set(err, NEGSTREAM_E_DISPOSED, "stream is closed");
+        goto out;
+    }
+    *a = va;
+    if (b != NULL)
+        *b = vb;
+    negstream__err_ok(err);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 int negstream_set_timeouts(negstream *s, int read_timeout_ms,
                            int write_timeout_ms, negstream_error *err)
 {
-    int rc = -1;
-
     if (s == NULL) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "stream is NULL");
         return -1;
@@ -143,18 +165,24 @@ int negstream_set_timeouts(negstream *s, int read_timeout_ms,
                            "timeouts are milliseconds >= 0, or -1 for none");
         return -1;
     }
-    pthread_mutex_lock(&s->mu);
-    if (s->closed) {
-        negstream__err_set(err, NEGSTREAM_E_DISPOSED, "stream is closed");
-        goto out;
+    return set_locked_ms(s, &s->read_timeout_ms, read_timeout_ms,
+                         &s->write_timeout_ms, write_timeout_ms, err);
+}
+
+int negstream_set_auth_timeout(negstream *s, int timeout_ms,
+                               negstream_error *err)
+{
+    if (s == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "stream is NULL");
+        return -1;
     }
-    s->read_timeout_ms = read_timeout_ms;
-    s->write_timeout_ms = write_timeout_ms;
-    negstream__err_ok(err);
-    rc = 0;
-out:
-    pthread_mutex_unlock(&s->mu);
-    return rc;
+    if (timeout_ms < -1) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
+                           "the authentication timeout is milliseconds "
+                           ">= 0, or -1 for none");
+        return -1;
+    }
+    return set_locked_ms(s, &s->auth_timeout_ms, timeout_ms, NULL, 0, err);
 }
 
 int negstream_set_pool(negstream *s, negstream_pool *p, negstream_error *err)
@@ -177,72 +205,16 @@ int negstream_set_pool(negstream *s, negstream_pool *p, negstream_error *err)
                            "pending");
         goto out;
     }
+    /* The fd may be known to the old pool's poller: nothing is armed
+     * (nothing is pending), so it can forget it now. */
+    if (p != s->pool)
+        negstream__poller_forget(&s->pfd);
     s->pool = p;
     negstream__err_ok(err);
     rc = 0;
 out:
     pthread_mutex_unlock(&s->mu);
     return rc;
-}
-
-/* The pool operations of s run on.  Caller holds s->mu. */
-static negstream_pool *stream_pool_locked(negstream *s, negstream_error *err)
-{
-    if (s->pool != NULL)
-        return s->pool;
-    return negstream__pool_default(err);
-}
-
-/* ---- pending flags ------------------------------------------------------ */
-
-static bool *pending_flag(negstream *s, int kind)
-{
-    switch (kind) {
-    case NEGSTREAM__OP_WRITE:
-        return &s->write_pending;
-    case NEGSTREAM__OP_READ:
-        return &s->read_pending;
-    default:
-        return &s->auth_pending;
-    }
-}
-
-static negstream_async **pending_slot(negstream *s, int kind)
-{
-    switch (kind) {
-    case NEGSTREAM__OP_WRITE:
-        return &s->pending_write;
-    case NEGSTREAM__OP_READ:
-        return &s->pending_read;
-    default:
-        return &s->pending_auth;
-    }
-}
-
-static const char *kind_name(int kind)
-{
-    switch (kind) {
-    case NEGSTREAM__OP_WRITE:
-        return "write";
-    case NEGSTREAM__OP_READ:
-        return "read";
-    case NEGSTREAM__OP_AUTH_CLIENT:
-        return "client authentication";
-    default:
-        return "server authentication";
-    }
-}
-
-/* Records the first I/O failure after authentication (sticky fault). */
-static void stream_fault(negstream *s, const negstream_error *e)
-{
-    pthread_mutex_lock(&s->mu);
-    if (!s->faulted && !s->closed) {
-        s->fault = *e;
-        s->faulted = true;
-        NEGSTREAM__TRACE("stream %p faulted: %s", (void *)s, e->message);
-    }
-    pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- argument and state checks, in .NET's order ------------------------ */
@@ -311,14 +283,14 @@ static int check_rw_state_locked(negstream *s, int kind, negstream_error *err)
                            "stream is not authenticated");
         return -1;
     }
-    if (*pending_flag(s, kind)) {
+    if (*negstream__op_pending_flag(s, kind)) {
         negstream__err_set(err, NEGSTREAM_E_NOT_SUPPORTED,
                            "a %s is already pending on this stream",
-                           kind_name(kind));
+                           negstream__op_kind_name(kind));
         return -1;
     }
-    *pending_flag(s, kind) = true;
-    stream_ref(s);      /* the operation's; see stream_unref */
+    *negstream__op_pending_flag(s, kind) = true;
+    stream_ref(s);      /* the operation's; see stream.h */
     return 0;
 }
 
@@ -334,14 +306,6 @@ static int begin_rw_checks(negstream *s, int kind, const void *buffer,
     rc = check_rw_state_locked(s, kind, err);
     pthread_mutex_unlock(&s->mu);
     return rc;
-}
-
-static void end_pending(negstream *s, int kind)
-{
-    pthread_mutex_lock(&s->mu);
-    *pending_flag(s, kind) = false;
-    *pending_slot(s, kind) = NULL;
-    pthread_mutex_unlock(&s->mu);
 }
 
 /* Authentication: closed, already done or failed, in progress. */
@@ -432,642 +396,63 @@ static int check_server_options(const negstream_server_options *o,
     return check_mechanism(o->mechanism, err);
 }
 
-/* ---- the work of a write ----------------------------------------------- */
-
-static void timeouts(negstream *s, int *rd, int *wr)
-{
-    pthread_mutex_lock(&s->mu);
-    *rd = s->read_timeout_ms;
-    *wr = s->write_timeout_ms;
-    pthread_mutex_unlock(&s->mu);
-}
-
-/*
- * Makes *buf hold at least need bytes (need <= max).  The frame buffers
- * are allocated on first use and grown (doubling, at most max), so an idle
- * authenticated stream holds none and a stream of small messages holds
- * small ones.  Only the one running read (rbuf) or write (wbuf) calls
- * this, and only between frames, when the buffer holds nothing.  On
- * failure the old buffer is kept and err says NOMEM.
- */
-static int grow_frame_buf(uint8_t **buf, size_t *cap, size_t need,
-                          size_t max, const char *which, negstream_error *err)
-{
-    size_t ncap = *cap * 2;
-    uint8_t *nb;
-
-    if (*cap >= need)
-        return 0;
-    if (ncap < need)
-        ncap = need;
-    if (ncap < FRAME_BUF_MIN)
-        ncap = FRAME_BUF_MIN;
-    if (ncap > max)
-        ncap = max;
-    nb = malloc(ncap);
-    if (nb == NULL) {
-        negstream__err_set(err, NEGSTREAM_E_NOMEM,
-                           "out of memory allocating the %s frame buffer "
-                           "(%zu bytes)", which, ncap);
-        return -1;
-    }
-    free(*buf);
-    *buf = nb;
-    *cap = ncap;
-    return 0;
-}
-
-/*
- * Writes count bytes: raw when nothing was negotiated (protection None),
- * else in frames of at most 64512 bytes, each wrapped straight into wbuf
- * behind its length prefix and sent with one call, before the next chunk
- * is wrapped, so the order of wraps is the order on the wire.  The write
- * flag guarantees one writer: wbuf needs no lock.  A failure faults the
- * stream: the peer may hold half a frame.  err must not be NULL.
- */
-static ssize_t do_write(negstream *s, const uint8_t *data, size_t count,
-                        negstream_error *err)
-{
-    struct iovec iov;
-    size_t done = 0;
-    int rd_to, wr_to;
-
-    timeouts(s, &rd_to, &wr_to);
-    if (!s->framed) {
-        iov.iov_base = (void *)data;
-        iov.iov_len = count;
-        if (count > 0 && negstream__transport_writev_all(&s->tr, &iov, 1,
-                                                         wr_to, NULL,
-                                                         err) < 0)
-            goto fail_io;
-        negstream__err_ok(err);
-        return (ssize_t)count;
-    }
-    /* The first chunk is the largest: one buffer fits them all.  Nothing
-     * is sent yet, so a failure leaves the stream unchanged. */
-    if (count > 0 &&
-        grow_frame_buf(&s->wbuf, &s->wcap,
-                       WBUF_NEED(count < NEGSTREAM__MAX_CHUNK
-                                 ? count : NEGSTREAM__MAX_CHUNK),
-                       WBUF_SIZE, "write", err) < 0) {
-        negstream__err_prefix(err, "write failed, nothing sent");
-        return -1;
-    }
-    while (done < count) {
-        size_t chunk = count - done;
-        ssize_t tok;
-
-        if (chunk > NEGSTREAM__MAX_CHUNK)
-            chunk = NEGSTREAM__MAX_CHUNK;
-        pthread_mutex_lock(&s->gss_mu);
-        tok = negstream__gss_wrap(&s->gss, data + done, chunk,
-                                  s->wbuf + NEGSTREAM__DATA_HEADER_SIZE,
-                                  s->wcap - NEGSTREAM__DATA_HEADER_SIZE, err);
-        pthread_mutex_unlock(&s->gss_mu);
-        if (tok < 0)
-            goto fail;
-        negstream__data_len_encode(s->wbuf, (uint32_t)tok);
-        iov.iov_base = s->wbuf;
-        iov.iov_len = NEGSTREAM__DATA_HEADER_SIZE + (size_t)tok;
-        if (negstream__transport_writev_all(&s->tr, &iov, 1, wr_to, NULL,
-                                            err) < 0)
-            goto fail_io;
-        NEGSTREAM__TRACE("stream %p: sent frame of %zd bytes (%zu plaintext)",
-                         (void *)s, tok, chunk);
-        done += chunk;
-    }
-    negstream__err_ok(err);
-    return (ssize_t)count;
-
-fail_io:
-    negstream__err_prefix(err, "write failed");
-fail:
-    stream_fault(s, err);
-    return -1;
-}
-
-/* ---- the work of a read ------------------------------------------------ */
-
-/* Hands out buffered plaintext.  Only the one pending read calls this. */
-static size_t take_buffered(negstream *s, uint8_t *dst, size_t count)
-{
-    size_t n = s->rlen - s->rpos;
-
-    if (n > count)
-        n = count;
-    memcpy(dst, s->rbuf + s->rpos, n);
-    s->rpos += n;
-    return n;
-}
-
-/*
- * Reads a data frame's length prefix.  Returns the length (5 to 65536), 0
- * at a clean end of stream, or -1 with err set (the caller faults the
- * stream: part of a header may be consumed).
- */
-static ssize_t read_frame_len(negstream *s, int rd_to, negstream_error *err)
-{
-    uint8_t hdr[NEGSTREAM__DATA_HEADER_SIZE];
-    uint32_t len;
-    ssize_t got;
-
-    got = negstream__transport_read_exact(&s->tr, hdr, sizeof(hdr), rd_to,
-                                          err);
-    if (got <= 0)
-        return got;
-    if ((size_t)got < sizeof(hdr)) {
-        negstream__err_set(err, NEGSTREAM_E_IO,
-                           "connection closed inside a frame header "
-                           "(%zd of 4 bytes)", got);
-        return -1;
-    }
-    if (negstream__data_len_decode(hdr, &len) != NEGSTREAM__FRAME_OK) {
-        negstream__err_set(err, NEGSTREAM_E_IO,
-                           "invalid frame size %u (accepted: %d to %d)",
-                           len, NEGSTREAM__MIN_FRAME, NEGSTREAM__MAX_FRAME);
-        return -1;
-    }
-    return (ssize_t)len;
-}
-
-/*
- * Reads at most one frame's worth.  Buffered plaintext first, without
- * touching the network; else one whole frame is read, checked, unwrapped
- * and buffered.  A frame that unwraps to nothing is skipped.  A count of 0
- * with nothing buffered waits for a frame, as .NET does.  err must not be
- * NULL.
- */
-static ssize_t do_read(negstream *s, uint8_t *dst, size_t count,
-                       negstream_error *err)
-{
-    int rd_to, wr_to;
-
-    timeouts(s, &rd_to, &wr_to);
-    if (!s->framed) {
-        ssize_t n = negstream__transport_read_some(&s->tr, dst, count,
-                                                   rd_to, err);
-        if (n < 0)
-            goto fail_io;
-        negstream__err_ok(err);
-        return n;
-    }
-    if (s->rpos < s->rlen) {
-        negstream__err_ok(err);
-        return (ssize_t)take_buffered(s, dst, count);
-    }
-    for (;;) {
-        uint32_t len;
-        size_t off = 0;
-        ssize_t got, plain;
-
-        /* rframe != 0: a header read before a failed allocation. */
-        if (s->rframe == 0) {
-            ssize_t n = read_frame_len(s, rd_to, err);
-
-            if (n < 0)
-                goto fail_io;
-            if (n == 0) {
-                NEGSTREAM__TRACE("stream %p: end of stream", (void *)s);
-                negstream__err_ok(err);
-                return 0;
-            }
-            s->rframe = (uint32_t)n;
-        }
-        if (grow_frame_buf(&s->rbuf, &s->rcap, s->rframe,
-                           NEGSTREAM__MAX_FRAME, "read", err) < 0) {
-            /* The header is consumed and rframe keeps its length, so the
-             * next read goes on with this frame: nothing is lost. */
-            negstream__err_prefix(err, "read failed, nothing consumed");
-            return -1;
-        }
-        len = s->rframe;
-        s->rframe = 0;
-        got = negstream__transport_read_exact(&s->tr, s->rbuf, len, rd_to,
-                                              err);
-        if (got < 0)
-            goto fail_io;
-        if ((size_t)got < len) {
-            negstream__err_set(err, NEGSTREAM_E_IO,
-                               "connection closed inside a frame (%zd of "
-                               "%u bytes)", got, len);
-            goto fail_io;
-        }
-        pthread_mutex_lock(&s->gss_mu);
-        plain = negstream__gss_unwrap(&s->gss, s->rbuf, len, &off, err);
-        pthread_mutex_unlock(&s->gss_mu);
-        if (plain < 0)
-            goto fail;
-        NEGSTREAM__TRACE("stream %p: received frame of %u bytes (%zd "
-                         "plaintext)", (void *)s, len, plain);
-        if (plain == 0)
-            continue;
-        s->rpos = off;
-        s->rlen = off + (size_t)plain;
-        negstream__err_ok(err);
-        return (ssize_t)take_buffered(s, dst, count);
-    }
-
-fail_io:
-    negstream__err_prefix(err, "read failed");
-fail:
-    stream_fault(s, err);
-    return -1;
-}
-
-/* ---- the work of an authentication ------------------------------------- */
-
-/* Copies what the context says into the stream, once it is complete.
- * The frame buffers come with the first read and the first write. */
-static void finish_auth(negstream *s)
-{
-    bool framed = negstream__gss_is_framed(&s->gss);
-
-    pthread_mutex_lock(&s->mu);
-    s->framed = framed;
-    s->p_encrypted = negstream__gss_is_encrypted(&s->gss);
-    s->p_signed = negstream__gss_is_signed(&s->gss);
-    s->p_mutual = negstream__gss_is_mutual(&s->gss);
-    s->p_impersonation = negstream__gss_impersonation(&s->gss);
-    s->p_auth_type = negstream__gss_auth_type(&s->gss);
-    pthread_mutex_unlock(&s->mu);
-}
-
-/*
- * Runs a whole authentication, without s->mu (it blocks on the network).
- * The caller has moved the stream to AUTHENTICATING; this moves it to
- * AUTHENTICATED or FAILED.  A close during the handshake shuts the socket
- * down, so the handshake fails, and the failure is reported as DISPOSED.
- */
-static int do_authenticate(negstream *s, int kind,
-                           const negstream_client_options *co,
-                           const negstream_server_options *so,
-                           negstream_error *err)
-{
-    int rd_to, wr_to, rc;
-
-    timeouts(s, &rd_to, &wr_to);
-    if (kind == NEGSTREAM__OP_AUTH_CLIENT) {
-        rc = negstream__gss_client_init(&s->gss, co, err);
-        if (rc == 0)
-            rc = negstream__handshake_client(&s->gss, &s->tr, rd_to, err);
-    } else {
-        rc = negstream__gss_server_init(&s->gss, so, err);
-        if (rc == 0)
-            rc = negstream__handshake_server(&s->gss, &s->tr, rd_to, err);
-    }
-    if (rc == 0)
-        finish_auth(s);
-
-    pthread_mutex_lock(&s->mu);
-    s->auth_pending = false;
-    s->pending_auth = NULL;
-    if (rc == 0 && !s->closed) {
-        s->state = NEGSTREAM__AUTHENTICATED;
-        NEGSTREAM__TRACE("stream %p authenticated (%s, %s%s%s)", (void *)s,
-                         s->p_auth_type, s->p_encrypted ? "encrypted" :
-                         s->p_signed ? "signed" : "no protection",
-                         s->p_mutual ? ", mutual" : "",
-                         s->framed ? ", framed" : "");
-    } else {
-        if (rc == 0 || s->closed) {
-            negstream__err_set(err, NEGSTREAM_E_DISPOSED,
-                               "stream closed during authentication");
-            rc = -1;
-        }
-        s->state = NEGSTREAM__FAILED;
-        if (err != NULL)
-            s->auth_failure = *err;
-        else
-            negstream__err_set(&s->auth_failure, NEGSTREAM_E_AUTHENTICATION,
-                               "authentication failed");
-        NEGSTREAM__TRACE("stream %p: authentication failed: %s", (void *)s,
-                         s->auth_failure.message);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-/* Auth state checks and the move to AUTHENTICATING, under s->mu. */
-static int begin_auth_locked(negstream *s, int kind, negstream_error *err)
-{
-    if (check_auth_state_locked(s, err) < 0)
-        return -1;
-    s->auth_pending = true;
-    s->state = NEGSTREAM__AUTHENTICATING;
-    s->is_server = (kind == NEGSTREAM__OP_AUTH_SERVER);
-    stream_ref(s);      /* the operation's; see stream_unref */
-    return 0;
-}
-
-static int auth_sync(negstream *s, int kind,
-                     const negstream_client_options *co,
-                     const negstream_server_options *so,
-                     negstream_error *err)
-{
-    negstream_error local;
-    int rc;
-
-    pthread_mutex_lock(&s->mu);
-    rc = begin_auth_locked(s, kind, err);
-    pthread_mutex_unlock(&s->mu);
-    if (rc < 0)
-        return -1;
-    /* do_authenticate needs an error record to store the failure. */
-    rc = do_authenticate(s, kind, co, so, err != NULL ? err : &local);
-    stream_unref(s);    /* a close meanwhile may free the stream here */
-    return rc;
-}
-
-int negstream_authenticate_as_client(negstream *s,
-                                     const negstream_client_options *o,
-                                     negstream_error *err)
-{
-    if (s == NULL || o == NULL) {
-        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "%s is NULL",
-                           s == NULL ? "stream" : "options");
-        return -1;
-    }
-    pthread_mutex_lock(&s->mu);
-    if (check_auth_state_locked(s, err) < 0) {
-        pthread_mutex_unlock(&s->mu);
-        return -1;
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (check_client_options(o, err) < 0)
-        return -1;
-    return auth_sync(s, NEGSTREAM__OP_AUTH_CLIENT, o, NULL, err);
-}
-
-int negstream_authenticate_as_server(negstream *s,
-                                     const negstream_server_options *o,
-                                     negstream_error *err)
-{
-    negstream_server_options defaults;
-
-    if (s == NULL) {
-        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "stream is NULL");
-        return -1;
-    }
-    if (o == NULL) {
-        negstream_server_options_init(&defaults);
-        o = &defaults;
-    }
-    pthread_mutex_lock(&s->mu);
-    if (check_auth_state_locked(s, err) < 0) {
-        pthread_mutex_unlock(&s->mu);
-        return -1;
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (check_server_options(o, err) < 0)
-        return -1;
-    return auth_sync(s, NEGSTREAM__OP_AUTH_SERVER, NULL, o, err);
-}
-
-void negstream_client_options_init(negstream_client_options *o)
-{
-    if (o == NULL)
-        return;
-    memset(o, 0, sizeof(*o));
-    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
-    o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
-    o->mechanism = "negotiate";
-    o->require_mutual_auth = false;
-}
-
-void negstream_server_options_init(negstream_server_options *o)
-{
-    if (o == NULL)
-        return;
-    memset(o, 0, sizeof(*o));
-    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
-    o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
-    o->mechanism = "negotiate";
-}
-
-/*
- * The outcome of an operation that ran while the stream was closed under
- * it: a failure becomes DISPOSED, and so does a read's end of stream (the
- * shut-down socket is our own close, not the peer's; .NET's read fails
- * after Dispose too).  Caller holds s->mu.
- */
-static ssize_t settle_closed_locked(negstream *s, int kind, ssize_t result,
-                                    negstream_error *e)
-{
-    if (!s->closed)
-        return result;
-    if (result == 0 && kind == NEGSTREAM__OP_READ) {
-        negstream__err_set(e, NEGSTREAM_E_DISPOSED,
-                           "stream closed while the read was in progress");
-        return -1;
-    }
-    if (result < 0 && e->code != NEGSTREAM_E_DISPOSED) {
-        negstream_error why = *e;
-
-        negstream__err_set(e, NEGSTREAM_E_DISPOSED,
-                           "stream closed while the %s was in progress (%s)",
-                           kind_name(kind), why.message);
-    }
-    return result;
-}
-
-/*
- * Ends a synchronous read or write: clears its pending flag, settles the
- * outcome against a concurrent close, and drops the operation's stream
- * reference (the stream may be freed here if it was closed meanwhile).
- */
-static ssize_t end_sync(negstream *s, int kind, ssize_t result,
-                        negstream_error *err)
-{
-    pthread_mutex_lock(&s->mu);
-    *pending_flag(s, kind) = false;
-    result = settle_closed_locked(s, kind, result, err);
-    pthread_mutex_unlock(&s->mu);
-    stream_unref(s);
-    return result;
-}
-
-/* ---- synchronous read and write ---------------------------------------- */
+/* ---- reading and writing ----------------------------------------------- */
 
 ssize_t negstream_write(negstream *s, const void *buffer, size_t buffer_len,
                         ssize_t offset, ssize_t count, negstream_error *err)
 {
-    negstream_error local;
-    ssize_t n;
+    negstream__op o;
 
-    if (err == NULL)
-        err = &local;           /* the fault is recorded from it */
     if (begin_rw_checks(s, NEGSTREAM__OP_WRITE, buffer, buffer_len, offset,
                         count, err) < 0)
         return -1;
-    n = do_write(s, (const uint8_t *)buffer + offset, (size_t)count, err);
-    return end_sync(s, NEGSTREAM__OP_WRITE, n, err);
+    negstream__op_init(&o, s, NEGSTREAM__OP_WRITE);
+    o.wdata = (const uint8_t *)buffer + offset;
+    o.count = (size_t)count;
+    return negstream__op_run_sync(&o, err);
 }
 
 ssize_t negstream_read(negstream *s, void *buffer, size_t buffer_len,
                        ssize_t offset, ssize_t count, negstream_error *err)
 {
-    negstream_error local;
-    ssize_t n;
+    negstream__op o;
 
-    if (err == NULL)
-        err = &local;           /* the fault is recorded from it */
     if (begin_rw_checks(s, NEGSTREAM__OP_READ, buffer, buffer_len, offset,
                         count, err) < 0)
         return -1;
-    n = do_read(s, (uint8_t *)buffer + offset, (size_t)count, err);
-    return end_sync(s, NEGSTREAM__OP_READ, n, err);
-}
-
-/* ---- asynchronous operations ------------------------------------------- */
-
-static void op_free_strings(op *o)
-{
-    free(o->strings);
-    o->strings = NULL;
+    negstream__op_init(&o, s, NEGSTREAM__OP_READ);
+    o.rdata = (uint8_t *)buffer + offset;
+    o.count = (size_t)count;
+    return negstream__op_run_sync(&o, err);
 }
 
 /*
- * Ends an operation: clears its pending flag, turns a failure after close
- * into DISPOSED, and completes the result.  The last thing a job does: the
- * callback may end the result; the stream is freed after it returns if that
- * was the last reference.
+ * A new result for an operation whose pending flag is set (and whose
+ * reference the caller took); on failure the flag is cleared again, the
+ * state of an authentication reset and the reference dropped.
  */
-static void op_finish(op *o, ssize_t result, negstream_error *e)
-{
-    negstream *s = o->s;
-    negstream_async *ar = o->ar;
-
-    op_free_strings(o);
-    pthread_mutex_lock(&s->mu);
-    *pending_flag(s, o->kind) = false;
-    *pending_slot(s, o->kind) = NULL;
-    result = settle_closed_locked(s, o->kind, result, e);
-    pthread_mutex_unlock(&s->mu);
-    /* Last: the callback may end the result and drop the last reference
-     * on the stream.  A callback that chains a begin_* must do so before
-     * ending its own result (see negstream_new(3)). */
-    negstream__async_complete(ar, e, result, false);
-}
-
-static void write_job(negstream__job *job)
-{
-    op *o = (op *)job;
-    negstream_error e;
-    ssize_t n;
-
-    n = do_write(o->s, o->wdata, o->count, &e);
-    op_finish(o, n, &e);
-}
-
-static void read_job(negstream__job *job)
-{
-    op *o = (op *)job;
-    negstream_error e;
-    ssize_t n;
-
-    n = do_read(o->s, o->rdata, o->count, &e);
-    op_finish(o, n, &e);
-}
-
-static void auth_job(negstream__job *job)
-{
-    op *o = (op *)job;
-    negstream_error e;
-    int rc;
-
-    /* do_authenticate clears the auth flag itself (it owns the state
-     * change); op_finish clearing it again is harmless. */
-    rc = do_authenticate(o->s, o->kind, &o->copt, &o->sopt, &e);
-    op_finish(o, rc < 0 ? -1 : 0, &e);
-}
-
-/*
- * negstream_async_cancel's hook: takes the job out of the queue if no
- * worker has it yet.  The async result holds a stream reference until it
- * is ended, so o->s is alive here.
- */
-static int op_cancel(negstream_async *ar)
-{
-    op *o = negstream__async_extra(ar);
-    negstream *s = o->s;
-    negstream_error e;
-    bool removed;
-
-    pthread_mutex_lock(&s->mu);
-    removed = negstream__pool_cancel(o->pool, &o->job);
-    if (removed && o->kind != NEGSTREAM__OP_WRITE
-        && o->kind != NEGSTREAM__OP_READ)
-        s->state = NEGSTREAM__NEW;    /* nothing was sent: may start over */
-    pthread_mutex_unlock(&s->mu);
-    if (!removed)
-        return -1;
-    negstream__err_set(&e, NEGSTREAM_E_CANCELED,
-                       "%s cancelled before it started", kind_name(o->kind));
-    op_finish(o, -1, &e);
-    return 0;
-}
-
-/*
- * Publishes and queues an operation whose pending flag the caller has set.
- * Takes the result's stream reference.  If the stream was closed in the
- * meantime, or the pool refuses the job, the result completes at once
- * (synchronously) with that error: it is returned all the same, so that
- * exactly one completion reaches the caller.
- */
-static negstream_async *op_submit(negstream *s, op *o)
-{
-    negstream_async *ar = o->ar;
-    negstream_error e;
-    int rc = -1;
-
-    pthread_mutex_lock(&s->mu);
-    if (s->closed) {
-        negstream__err_set(&e, NEGSTREAM_E_DISPOSED,
-                           "stream closed before the %s started",
-                           kind_name(o->kind));
-    } else {
-        o->pool = stream_pool_locked(s, &e);
-        if (o->pool != NULL)
-            rc = negstream__pool_submit(o->pool, &o->job, &e);
-    }
-    if (rc == 0)
-        *pending_slot(s, o->kind) = ar;
-    else if (o->kind == NEGSTREAM__OP_AUTH_CLIENT
-             || o->kind == NEGSTREAM__OP_AUTH_SERVER)
-        s->state = NEGSTREAM__NEW;
-    pthread_mutex_unlock(&s->mu);
-    if (rc < 0) {
-        op_free_strings(o);
-        end_pending(s, o->kind);
-        negstream__async_complete(ar, &e, -1, true);
-    }
-    return ar;
-}
-
-/* A new result for an operation whose pending flag is set; on failure the
- * flag is cleared again (and, for authentication, the state reset). */
-static op *op_new(negstream *s, int kind, negstream_callback cb,
-                  void *state, negstream_error *err)
+static negstream__op *op_new(negstream *s, int kind, negstream_callback cb,
+                             void *state, negstream_error *err)
 {
     negstream_async *ar;
-    op *o;
+    negstream__op *o;
 
-    ar = negstream__async_new(kind, s, cb, state, sizeof(op), err);
+    ar = negstream__async_new(kind, s, cb, state, sizeof(negstream__op),
+                              err);
     if (ar == NULL) {
         pthread_mutex_lock(&s->mu);
-        *pending_flag(s, kind) = false;
+        *negstream__op_pending_flag(s, kind) = false;
         if (kind == NEGSTREAM__OP_AUTH_CLIENT
             || kind == NEGSTREAM__OP_AUTH_SERVER)
             s->state = NEGSTREAM__NEW;
         pthread_mutex_unlock(&s->mu);
-        stream_unref(s);
+        negstream__stream_unref(s);
         return NULL;
     }
     o = negstream__async_extra(ar);
-    o->s = s;
+    negstream__op_init(o, s, kind);
     o->ar = ar;
-    o->kind = kind;
-    negstream__async_set_cancel(ar, op_cancel);
+    negstream__op_set_cancel(o);
     return o;
 }
 
@@ -1076,7 +461,7 @@ negstream_async *negstream_begin_write(negstream *s, const void *buffer,
                                        ssize_t count, negstream_callback cb,
                                        void *state, negstream_error *err)
 {
-    op *o;
+    negstream__op *o;
 
     if (begin_rw_checks(s, NEGSTREAM__OP_WRITE, buffer, buffer_len, offset,
                         count, err) < 0)
@@ -1084,11 +469,9 @@ negstream_async *negstream_begin_write(negstream *s, const void *buffer,
     o = op_new(s, NEGSTREAM__OP_WRITE, cb, state, err);
     if (o == NULL)
         return NULL;
-    o->job.run = write_job;
     o->wdata = (const uint8_t *)buffer + offset;
     o->count = (size_t)count;
-    negstream__err_ok(err);
-    return op_submit(s, o);
+    return negstream__op_submit(o, err) < 0 ? NULL : o->ar;
 }
 
 negstream_async *negstream_begin_read(negstream *s, void *buffer,
@@ -1096,7 +479,7 @@ negstream_async *negstream_begin_read(negstream *s, void *buffer,
                                       ssize_t count, negstream_callback cb,
                                       void *state, negstream_error *err)
 {
-    op *o;
+    negstream__op *o;
 
     if (begin_rw_checks(s, NEGSTREAM__OP_READ, buffer, buffer_len, offset,
                         count, err) < 0)
@@ -1104,16 +487,16 @@ negstream_async *negstream_begin_read(negstream *s, void *buffer,
     o = op_new(s, NEGSTREAM__OP_READ, cb, state, err);
     if (o == NULL)
         return NULL;
-    o->job.run = read_job;
     o->rdata = (uint8_t *)buffer + offset;
     o->count = (size_t)count;
-    negstream__err_ok(err);
-    return op_submit(s, o);
+    return negstream__op_submit(o, err) < 0 ? NULL : o->ar;
 }
+
+/* ---- authentication ---------------------------------------------------- */
 
 /* Copies the option strings into one private block, so that the caller's
  * options need not outlive begin_*. */
-static int copy_strings(op *o, const char **fields[], size_t n,
+static int copy_strings(negstream__auth *a, const char **fields[], size_t n,
                         negstream_error *err)
 {
     size_t i, total = 0;
@@ -1122,9 +505,10 @@ static int copy_strings(op *o, const char **fields[], size_t n,
     for (i = 0; i < n; i++)
         if (*fields[i] != NULL)
             total += strlen(*fields[i]) + 1;
+    a->strings_len = total;
     if (total == 0)
         return 0;
-    o->strings = p = malloc(total);
+    a->strings = p = malloc(total);
     if (p == NULL) {
         negstream__err_set(err, NEGSTREAM_E_NOMEM,
                            "out of memory copying the options");
@@ -1143,19 +527,104 @@ static int copy_strings(op *o, const char **fields[], size_t n,
     return 0;
 }
 
-/* Drops an op that was never queued: it completes synchronously with err,
- * as op_submit does for a refused job. */
-static negstream_async *op_fail_early(negstream *s, op *o,
-                                      const negstream_error *err)
+/* Auth state checks and the move to AUTHENTICATING, under s->mu. */
+static int begin_auth_locked(negstream *s, int kind, negstream_error *err)
 {
-    negstream_error e = *err;
+    if (check_auth_state_locked(s, err) < 0)
+        return -1;
+    s->auth_pending = true;
+    s->state = NEGSTREAM__AUTHENTICATING;
+    s->is_server = (kind == NEGSTREAM__OP_AUTH_SERVER);
+    stream_ref(s);      /* the operation's; see stream.h */
+    return 0;
+}
+
+/* The checks of both authentications, in .NET's order: the stream and
+ * its state first, then the options. */
+static int auth_checks(negstream *s, const negstream_client_options *co,
+                       const negstream_server_options *so,
+                       negstream_error *err)
+{
+    int rc;
 
     pthread_mutex_lock(&s->mu);
+    rc = check_auth_state_locked(s, err);
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0)
+        return -1;
+    return co != NULL ? check_client_options(co, err)
+                      : check_server_options(so, err);
+}
+
+/*
+ * Marks the authentication pending and gives o its arguments: private
+ * copies of the option strings for an asynchronous one (the caller's
+ * options need not outlive begin_*), the caller's own for a synchronous
+ * one.  Returns 0, or -1 with err (NOMEM) with everything undone.
+ */
+static int auth_args(negstream__op *o, const negstream_client_options *co,
+                     const negstream_server_options *so, bool copy,
+                     negstream_error *err)
+{
+    negstream__auth *a = calloc(1, sizeof(*a));
+    int rc = 0;
+
+    if (a == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory for an authentication");
+        return -1;
+    }
+    o->auth = a;
+    if (co != NULL) {
+        const char **f[] = { &a->copt.target_name, &a->copt.user,
+                             &a->copt.domain, &a->copt.password,
+                             &a->copt.mechanism };
+
+        a->copt = *co;
+        if (copy)
+            rc = copy_strings(a, f, sizeof(f) / sizeof(f[0]), err);
+    } else {
+        const char **f[] = { &a->sopt.service_name, &a->sopt.mechanism };
+
+        a->sopt = *so;
+        if (copy)
+            rc = copy_strings(a, f, sizeof(f) / sizeof(f[0]), err);
+    }
+    return rc;
+}
+
+/* Undoes begin_auth_locked for an operation that never started. */
+static void auth_undo(negstream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->auth_pending = false;
     s->state = NEGSTREAM__NEW;
     pthread_mutex_unlock(&s->mu);
-    end_pending(s, o->kind);
-    negstream__async_complete(o->ar, &e, -1, true);
-    return o->ar;
+    negstream__stream_unref(s);
+}
+
+static int auth_sync(negstream *s, int kind,
+                     const negstream_client_options *co,
+                     const negstream_server_options *so,
+                     negstream_error *err)
+{
+    negstream__op o;
+    int rc;
+
+    if (auth_checks(s, co, so, err) < 0)
+        return -1;
+    pthread_mutex_lock(&s->mu);
+    rc = begin_auth_locked(s, kind, err);
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0)
+        return -1;
+    negstream__op_init(&o, s, kind);
+    if (auth_args(&o, co, so, false, err) < 0) {
+        negstream__op_free_auth(&o);
+        auth_undo(s);
+        return -1;
+    }
+    return negstream__op_run_sync(&o, err) < 0 ? -1 : 0;
 }
 
 static negstream_async *begin_auth(negstream *s, int kind,
@@ -1164,10 +633,11 @@ static negstream_async *begin_auth(negstream *s, int kind,
                                    negstream_callback cb, void *state,
                                    negstream_error *err)
 {
-    negstream_error e;
-    op *o;
+    negstream__op *o;
     int rc;
 
+    if (auth_checks(s, co, so, err) < 0)
+        return NULL;
     pthread_mutex_lock(&s->mu);
     rc = begin_auth_locked(s, kind, err);
     pthread_mutex_unlock(&s->mu);
@@ -1176,24 +646,42 @@ static negstream_async *begin_auth(negstream *s, int kind,
     o = op_new(s, kind, cb, state, err);
     if (o == NULL)
         return NULL;
-    o->job.run = auth_job;
-    if (kind == NEGSTREAM__OP_AUTH_CLIENT) {
-        const char **f[] = { &o->copt.target_name, &o->copt.user,
-                             &o->copt.domain, &o->copt.password,
-                             &o->copt.mechanism };
-
-        o->copt = *co;
-        rc = copy_strings(o, f, sizeof(f) / sizeof(f[0]), &e);
-    } else {
-        const char **f[] = { &o->sopt.service_name, &o->sopt.mechanism };
-
-        o->sopt = *so;
-        rc = copy_strings(o, f, sizeof(f) / sizeof(f[0]), &e);
+    if (auth_args(o, co, so, true, err) < 0) {
+        negstream__op_free_auth(o);
+        negstream__async_discard(o->ar);
+        auth_undo(s);
+        return NULL;
     }
-    if (rc < 0)
-        return op_fail_early(s, o, &e);
-    negstream__err_ok(err);
-    return op_submit(s, o);
+    return negstream__op_submit(o, err) < 0 ? NULL : o->ar;
+}
+
+int negstream_authenticate_as_client(negstream *s,
+                                     const negstream_client_options *o,
+                                     negstream_error *err)
+{
+    if (s == NULL || o == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "%s is NULL",
+                           s == NULL ? "stream" : "options");
+        return -1;
+    }
+    return auth_sync(s, NEGSTREAM__OP_AUTH_CLIENT, o, NULL, err);
+}
+
+int negstream_authenticate_as_server(negstream *s,
+                                     const negstream_server_options *o,
+                                     negstream_error *err)
+{
+    negstream_server_options defaults;
+
+    if (s == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "stream is NULL");
+        return -1;
+    }
+    if (o == NULL) {
+        negstream_server_options_init(&defaults);
+        o = &defaults;
+    }
+    return auth_sync(s, NEGSTREAM__OP_AUTH_SERVER, NULL, o, err);
 }
 
 negstream_async *negstream_begin_authenticate_as_client(
@@ -1205,14 +693,6 @@ negstream_async *negstream_begin_authenticate_as_client(
                            s == NULL ? "stream" : "options");
         return NULL;
     }
-    pthread_mutex_lock(&s->mu);
-    if (check_auth_state_locked(s, err) < 0) {
-        pthread_mutex_unlock(&s->mu);
-        return NULL;
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (check_client_options(o, err) < 0)
-        return NULL;
     return begin_auth(s, NEGSTREAM__OP_AUTH_CLIENT, o, NULL, cb, state, err);
 }
 
@@ -1230,37 +710,10 @@ negstream_async *negstream_begin_authenticate_as_server(
         negstream_server_options_init(&defaults);
         o = &defaults;
     }
-    pthread_mutex_lock(&s->mu);
-    if (check_auth_state_locked(s, err) < 0) {
-        pthread_mutex_unlock(&s->mu);
-        return NULL;
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (check_server_options(o, err) < 0)
-        return NULL;
     return begin_auth(s, NEGSTREAM__OP_AUTH_SERVER, NULL, o, cb, state, err);
 }
 
-/*
- * Pool starvation guard: a callback running on a worker that ends a result
- * whose job is still queued on the same pool would wait for a worker that
- * may never come (every worker could be doing the same).  Run the job here
- * instead.
- */
-static void run_inline_if_queued(negstream *s, negstream_async *ar)
-{
-    op *o = negstream__async_extra(ar);
-    bool stolen = false;
-
-    if (negstream_async_is_completed(ar) || o->pool == NULL
-        || !negstream__pool_is_worker(o->pool))
-        return;
-    pthread_mutex_lock(&s->mu);
-    stolen = negstream__pool_cancel(o->pool, &o->job);
-    pthread_mutex_unlock(&s->mu);
-    if (stolen)
-        o->job.run(&o->job);
-}
+/* ---- end_* ------------------------------------------------------------ */
 
 /* Validates, waits, releases the result and its stream reference. */
 static ssize_t end_op(negstream *s, negstream_async *ar, int kind,
@@ -1276,12 +729,11 @@ static ssize_t end_op(negstream *s, negstream_async *ar, int kind,
     if (!negstream__async_matches(ar, kind, s)) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
                            "the async result does not come from a %s begun "
-                           "on this stream", kind_name(kind));
+                           "on this stream", negstream__op_kind_name(kind));
         return -1;
     }
-    run_inline_if_queued(s, ar);
     n = negstream__async_end(ar, err);
-    stream_unref(s);
+    negstream__stream_unref(s);
     return n;
 }
 
@@ -1312,19 +764,20 @@ int negstream_end_authenticate_as_server(negstream *s, negstream_async *ar,
 /* ---- close ------------------------------------------------------------- */
 
 /*
- * Dispose.  Queued operations are taken off the queue (under s->mu, so
- * that no worker can take and finish them meanwhile) and complete with
- * DISPOSED; running ones are woken by shutting the socket down and finish
- * with DISPOSED themselves.  Nothing is sent to the peer.  Safe from a
- * callback: it never waits for a job.
+ * Dispose.  Operations still queued or parked are taken off the pool or
+ * the poller (under s->mu, so that no worker can take them meanwhile) and
+ * complete with DISPOSED at once; their callbacks run on a worker, never
+ * here, so a caller holding its own lock around close cannot deadlock
+ * with a callback that takes it.  Running ones end with DISPOSED when
+ * their step returns (a step never waits); synchronous calls blocked in
+ * poll are woken.  Nothing is sent to the peer.  The caller's fd is closed
+ * now unless leave_inner_open; the library's duplicate once no thread can
+ * use it.  Safe from a callback: it never waits for a job.
  */
 void negstream_close(negstream *s)
 {
-    op *cancelled[3];
+    negstream__op *taken[3];
     size_t i, n = 0;
-    bool running = false;
-    int kinds[3] = { NEGSTREAM__OP_WRITE, NEGSTREAM__OP_READ,
-                     NEGSTREAM__OP_AUTH_CLIENT };
 
     if (s == NULL)
         return;
@@ -1334,35 +787,42 @@ void negstream_close(negstream *s)
         return;
     }
     s->closed = true;
-    for (i = 0; i < 3; i++) {
-        negstream_async *ar = *pending_slot(s, kinds[i]);
-        op *o;
-
-        if (ar == NULL) {
-            /* A synchronous call in progress holds the flag alone. */
-            running |= *pending_flag(s, kinds[i]);
-            continue;
-        }
-        o = negstream__async_extra(ar);
-        if (negstream__pool_cancel(o->pool, &o->job))
-            cancelled[n++] = o;
-        else
-            running = true;
-    }
+    if (!s->leave_inner_open && s->user_fd >= 0)
+        close(s->user_fd);
+    s->user_fd = -1;
+    negstream__op_close_locked(s, taken);
     pthread_mutex_unlock(&s->mu);
-    NEGSTREAM__TRACE("stream %p closed (%zu queued, %s running)", (void *)s,
-                     n, running ? "some" : "none");
-    if (running)
-        negstream__transport_shutdown(&s->tr);
-    for (i = 0; i < n; i++) {
-        negstream_error e;
-
-        negstream__err_set(&e, NEGSTREAM_E_DISPOSED,
-                           "stream closed before the %s started",
-                           kind_name(cancelled[i]->kind));
-        op_finish(cancelled[i], -1, &e);
+    for (i = 0; i < 3; i++) {
+        if (taken[i] == NULL)
+            continue;
+        n++;
+        negstream__op_settle_taken(taken[i], NEGSTREAM_E_DISPOSED,
+                                   "did not finish: the stream was closed");
     }
-    stream_unref(s);
+    NEGSTREAM__TRACE("stream %p closed (%zu operations settled)", (void *)s,
+                     n);
+    negstream__stream_unref(s);
+}
+
+void negstream_client_options_init(negstream_client_options *o)
+{
+    if (o == NULL)
+        return;
+    memset(o, 0, sizeof(*o));
+    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+    o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
+    o->mechanism = "negotiate";
+    o->require_mutual_auth = false;
+}
+
+void negstream_server_options_init(negstream_server_options *o)
+{
+    if (o == NULL)
+        return;
+    memset(o, 0, sizeof(*o));
+    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+    o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
+    o->mechanism = "negotiate";
 }
 
 /* ---- properties -------------------------------------------------------- */

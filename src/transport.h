@@ -1,49 +1,92 @@
 /*
- * transport.h - moving bytes on a file descriptor.  Knows no GSSAPI and no
- * frames.  Handles EINTR, short writes, EAGAIN on non-blocking fds (poll),
- * timeouts, and SIGPIPE (MSG_NOSIGNAL on sockets; on other fds SIGPIPE is
- * blocked in the calling thread and a pending one consumed).
+ * transport.h - moving bytes, without ever blocking: a table of functions
+ * (curl's connection filters are the model) and the one implementation the
+ * library has for a file descriptor.  Knows no GSSAPI and no frames.
+ *
+ * Every call either moves bytes, or says NEGSTREAM__AGAIN ("would block")
+ * and, through wait, which fd to poll and for what, so that the caller can
+ * park the operation with the poller (asynchronous) or poll itself
+ * (synchronous).  A transport whose read may need the fd to be writable
+ * (TLS) says so there.
+ *
+ * The fd transport works on a duplicate of the caller's fd, made at
+ * creation (F_DUPFD_CLOEXEC): after negstream_close the library never
+ * touches the caller's fd number again, and the duplicate is closed once
+ * no I/O can run on it any more.  It handles EINTR (retried), SIGPIPE
+ * (MSG_NOSIGNAL on sockets; on other fds SIGPIPE is blocked in the calling
+ * thread and one our write raised is consumed), and fds that cannot be
+ * made non-blocking per call (pipes, ttys: poll with a zero timeout first,
+ * then read what is there or write at most PIPE_BUF bytes, which fit once
+ * poll says POLLOUT).  The fd's own O_NONBLOCK flag is never changed: it
+ * belongs to the application.
  */
 #ifndef NEGSTREAM_TRANSPORT_H
 #define NEGSTREAM_TRANSPORT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include "negstream.h"
 
-typedef struct negstream__transport {
-    int  fd;
-    bool is_socket;      /* decided once, by negstream__transport_init */
-} negstream__transport;
+/* Returned by recv and send when nothing can move now. */
+#define NEGSTREAM__AGAIN (-2)
 
-void negstream__transport_init(negstream__transport *t, int fd);
+/* Directions, for wait. */
+#define NEGSTREAM__DIR_READ  0
+#define NEGSTREAM__DIR_WRITE 1
 
-/* Writes every byte described by iov.  The vector is modified (pass a
- * private copy).  timeout_ms < 0 waits forever; it bounds each wait for
- * the fd to become writable.  Returns 0, or -1 with err: NEGSTREAM_E_IO
- * (errno, "peer closed the connection" for EPIPE/ECONNRESET) or
- * NEGSTREAM_E_TIMEOUT.  *sent (may be NULL) gets the bytes written, also
- * on failure. */
-int negstream__transport_writev_all(const negstream__transport *t,
-                                    struct iovec *iov, int iovcnt,
-                                    int timeout_ms, size_t *sent,
-                                    negstream_error *err);
+typedef struct negstream__transport negstream__transport;
 
-/* Reads exactly n bytes.  Returns n; or the count read before EOF (< n,
- * err untouched: the caller decides whether EOF there is clean); or -1
- * with err (IO or TIMEOUT). */
-ssize_t negstream__transport_read_exact(const negstream__transport *t,
-                                        void *buf, size_t n, int timeout_ms,
-                                        negstream_error *err);
+typedef struct negstream__transport_ops {
+    /* Reads 1..n bytes (n > 0): > 0, 0 at end of stream, NEGSTREAM__AGAIN,
+     * or -1 with err (NEGSTREAM_E_IO, errno). */
+    ssize_t (*recv)(negstream__transport *t, void *buf, size_t n,
+                    negstream_error *err);
+    /* Writes a prefix of the vector (total > 0): the count written (> 0),
+     * NEGSTREAM__AGAIN, or -1 with err. */
+    ssize_t (*send)(negstream__transport *t, const struct iovec *iov,
+                    int cnt, negstream_error *err);
+    /* After AGAIN in direction dir: the fd to poll and the events
+     * (POLLIN / POLLOUT) that would let that direction go on. */
+    int     (*wait)(negstream__transport *t, int dir, short *events);
+    /* No more I/O will be done: release the transport's resources. */
+    void    (*close)(negstream__transport *t);
+} negstream__transport_ops;
 
-/* Reads 1..n bytes (0 at EOF; n == 0 returns 0 at once), or -1 with err. */
-ssize_t negstream__transport_read_some(const negstream__transport *t,
-                                       void *buf, size_t n, int timeout_ms,
-                                       negstream_error *err);
+struct negstream__transport {
+    const negstream__transport_ops *ops;
+    int   fd;             /* the fd transport: our duplicate (-1: closed) */
+    bool  is_socket;      /* decided once, at creation */
+    void *ctx;            /* other transports: their own state */
+};
 
-/* Wakes any thread blocked on the fd (shutdown(SHUT_RDWR) on a socket).
- * Does not close the fd, so its number cannot be reused under a worker. */
-void negstream__transport_shutdown(const negstream__transport *t);
+/*
+ * The fd transport on a duplicate of fd (F_DUPFD_CLOEXEC).  Returns 0, or
+ * -1 with err (NEGSTREAM_E_ARGUMENT: fd not open; NEGSTREAM_E_IO: no fd
+ * left for the duplicate, EMFILE).
+ */
+int negstream__transport_fd(negstream__transport *t, int fd,
+                            negstream_error *err);
+
+/*
+ * Sends the whole vector, from its start; *off counts the bytes of it
+ * already sent by earlier calls and is advanced.  Returns 0 once all is
+ * sent, NEGSTREAM__AGAIN, or -1 with err.  The vector is not modified.
+ */
+int negstream__transport_send_all(negstream__transport *t,
+                                  const struct iovec *iov, int cnt,
+                                  size_t *off, negstream_error *err);
+
+/*
+ * Blocks the calling thread (synchronous calls only) until direction dir
+ * can go on, wake_fd (>= 0) becomes readable, or deadline
+ * (CLOCK_MONOTONIC ms, -1: none) passes.  Returns 1 (ready), 0 (woken
+ * through wake_fd), or -1 with err (NEGSTREAM_E_TIMEOUT: 'what' says
+ * which operation; NEGSTREAM_E_IO: poll failed).
+ */
+int negstream__transport_block(negstream__transport *t, int dir,
+                               int wake_fd, int64_t deadline,
+                               const char *what, negstream_error *err);
 
 #endif
