@@ -392,6 +392,9 @@ static bool wait_until(negstream_async *ar, const struct timespec *deadline,
     pthread_once(&g_once, async_init_once);
     if (spin && spin_for(ar))
         return true;
+    /* A worker (a callback) about to sleep: its pool may start a thread
+     * for the job it waits for.  Before ar->mu: pool->mu comes first. */
+    negstream__pool_blocking_begin();
     pthread_mutex_lock(&ar->mu);
     ar->nwaiting++;
     while (!atomic_load_explicit(&ar->completed, memory_order_relaxed)) {
@@ -404,6 +407,7 @@ static bool wait_until(negstream_async *ar, const struct timespec *deadline,
     ar->nwaiting--;
     done = atomic_load_explicit(&ar->completed, memory_order_relaxed);
     pthread_mutex_unlock(&ar->mu);
+    negstream__pool_blocking_end();
     return done;
 }
 
@@ -537,6 +541,7 @@ ssize_t negstream_async_wait_any(negstream_async *const *ars, size_t n,
         pthread_mutex_unlock(&ar->mu);
     }
 
+    negstream__pool_blocking_begin();
     pthread_mutex_lock(&w.mu);
     while (!w.fired && !found) {
         if (dl == NULL)
@@ -545,6 +550,7 @@ ssize_t negstream_async_wait_any(negstream_async *const *ars, size_t n,
             break;
     }
     pthread_mutex_unlock(&w.mu);
+    negstream__pool_blocking_end();
 
     for (i = 0; i < registered; i++) {
         negstream_async *ar = ars[i];

@@ -679,6 +679,8 @@ static void op_job(negstream__job *job)
     if (rc == STEP_DONE || rc == STEP_FAIL) {
         negstream__op_maybe_close_tr_locked(s);
         pthread_mutex_unlock(&s->mu);
+        if (rc == STEP_DONE)
+            negstream__err_ok(&e);
         op_finish(o, rc == STEP_DONE ? o->result : -1, &e);
         return;
     }
@@ -837,8 +839,10 @@ ssize_t negstream__op_run_sync(negstream__op *o, negstream_error *err)
             break;
         }
     }
-    if (rc == STEP_DONE)
+    if (rc == STEP_DONE) {
         result = o->result;
+        negstream__err_ok(&e);
+    }
     negstream__op_free_auth(o);
     pthread_mutex_lock(&s->mu);
     s->io_busy--;

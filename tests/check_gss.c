@@ -118,7 +118,10 @@ static void *side_run(void *p)
 {
     side *s = p;
 
-    negstream__transport_init(&s->t, s->fd);
+    if (negstream__transport_fd(&s->t, s->fd, &s->err) < 0) {
+        s->rc = s->init_rc = -1;
+        return NULL;
+    }
     if (s->server)
         s->init_rc = negstream__gss_server_init(&s->g, &s->so, &s->err);
     else
@@ -150,6 +153,9 @@ static void side_join(side *s)
 static void side_done(side *s)
 {
     negstream__gss_free(&s->g);
+    if (s->t.ops != NULL)
+        s->t.ops->close(&s->t);
+    s->t.ops = NULL;
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -1796,13 +1802,15 @@ START_TEST(null_err)
     client_default(&c, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
     server_default(&s, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
     make_pair(fds, false);
-    negstream__transport_init(&c.t, fds[0]);
-    negstream__transport_init(&s.t, fds[1]);
+    ck_assert_int_eq(negstream__transport_fd(&c.t, fds[0], NULL), 0);
+    ck_assert_int_eq(negstream__transport_fd(&s.t, fds[1], NULL), 0);
     c.fd = fds[0];
     s.fd = fds[1];
     ck_assert_int_eq(negstream__gss_client_init(&c.g, &c.co, NULL), 0);
     ck_assert_int_eq(negstream__gss_server_init(&s.g, &s.so, NULL), 0);
     /* nobody on the other end: the send or the read fails */
+    s.t.ops->close(&s.t);
+    s.t.ops = NULL;
     close(fds[1]);
     s.fd = -1;
     ck_assert_int_eq(negstream__handshake_client(&c.g, &c.t, -1, NULL), -1);
