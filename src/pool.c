@@ -417,14 +417,19 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&p->mu);
     p->nstarting--;
     for (;;) {
+        /* Blocked workers came back: one too many would run.  Another
+         * unblocked worker is left (max_threads >= 1); pass it a queued
+         * job's wake-up in case it sleeps. */
+        if (p->nthreads - p->nblocked > p->max_threads) {
+            if (p->head != NULL)
+                pthread_cond_signal(&p->work_cv);
+            break;
+        }
         job = queue_pop(p);
         if (job != NULL) {
             pthread_mutex_unlock(&p->mu);
             job->run(job);      /* job may be freed by now */
             pthread_mutex_lock(&p->mu);
-            /* Blocked workers came back: one too many runs now. */
-            if (p->nthreads - p->nblocked > p->max_threads)
-                break;
             continue;
         }
         if (atomic_load(&p->stopping))
