@@ -19,11 +19,14 @@
  *    thread drops the event (EPOLLONESHOT has disabled it again, so that
  *    costs one wake-up, never a loop).  An arm whose union equals the mask
  *    the kernel already has makes no system call.
- *  - poll(): a dense array parallel to the registration table, fd -1 where
- *    nothing is armed (poll() ignores negative fds, and would otherwise
+ *  - poll(): an array parallel to the registration table, fd -1 where
+ *    nothing is asked (poll() ignores negative fds, and would otherwise
  *    report POLLHUP for fds nobody waits on).  The thread polls a private
- *    copy, rebuilt under the lock whenever the array changed; an arm that
- *    adds interest wakes the thread so that it polls the new copy.
+ *    copy, rebuilt under the lock whenever the array changed (O(n), as
+ *    poll() itself is); an arm that adds interest wakes the thread so that
+ *    it polls the new copy.  Disarming is lazy here too: the entry keeps
+ *    its events until the thread sees the fd ready with nothing armed (or
+ *    an arm changes them), so re-arming the same events is free.
  *
  * Locks.  poller->mu is taken after the owner's lock (stream->mu: arm,
  * disarm and forget run under it, which also serialises them for one
@@ -202,6 +205,15 @@ int negstream__pollfd_fired(const negstream__pollfd *pfd, int slot)
 
 static void joblist_push(joblist *l, negstream__job *job)
 {
+    /* A job in no list has next == NULL (the pool clears it when it
+     * takes a job; an armed job is not queued).  One already in l was
+     * armed on two pollfds at once, against poller.h: run it once rather
+     * than make a cycle. */
+    if (job->next != NULL || job == l->tail) {
+        NEGSTREAM__TRACE("poller: a job fired twice in one batch (armed "
+                         "on two fds?)");
+        return;
+    }
     job->next = NULL;
     if (l->tail != NULL)
         l->tail->next = job;
@@ -217,6 +229,7 @@ static void joblist_splice(joblist *l, negstream__job *chain)
 
     for (; chain != NULL; chain = next) {
         next = chain->next;
+        chain->next = NULL;
         joblist_push(l, chain);
     }
 }
@@ -676,6 +689,7 @@ static negstream__job *resume_all(negstream__poller *p, negstream__job *job)
 
     for (; job != NULL; job = next) {
         next = job->next;
+        job->next = NULL;
         if (negstream__pool_resume(p->pool, job, &e) < 0) {
             NEGSTREAM__TRACE("poller %p: the pool refused a fired job "
                              "(%s); retrying", (void *)p, e.message);
@@ -1128,12 +1142,9 @@ bool negstream__poller_disarm(negstream__poller *p, negstream__pollfd *pfd,
         if (w->heap_idx != NO_IDX)
             heap_remove(p, w->heap_idx);
         p->narmed--;
-        /* epoll: the kernel keeps its mask until it fires (lazy).  poll:
-         * the thread's copy may still hold the fd; a report for it is
-         * dropped and the copy rebuilt.  Neither needs a wake-up. */
-#ifndef USE_EPOLL
-        pollv_update(p, pfd);
-#endif
+        /* Lazy with both backends: the kernel mask (epoll) or the poll
+         * entry keeps its events; if the fd is reported ready with
+         * nothing armed, the thread drops the report and stops asking. */
     }
     pthread_mutex_unlock(&p->mu);
     return was;
@@ -1227,6 +1238,7 @@ void negstream__poller_free(negstream__poller *p)
 
     for (job = fired.head; job != NULL; job = next) {
         next = job->next;
+        job->next = NULL;
         if (negstream__pool_resume(pool, job, &e) < 0)
             NEGSTREAM__TRACE("poller %p: a job fired at shutdown was "
                              "refused by its pool: %s", (void *)p,
