@@ -1135,6 +1135,8 @@ bool negstream__poller_disarm(negstream__poller *p, negstream__pollfd *pfd,
         || slot >= NEGSTREAM__POLL_SLOTS)
         return false;
     w = &pfd->slot[slot];
+    if (pfd->poller != p)       /* armed implies registered with p */
+        return false;
     pthread_mutex_lock(&p->mu);
     was = w->armed;
     if (was) {

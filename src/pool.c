@@ -23,7 +23,8 @@
  * Blocked workers: a worker between negstream__pool_blocking_begin and
  * _end is counted in nblocked and not against max_threads, so a job queued
  * behind workers that all wait for it still gets a thread; a worker that
- * finds more than max_threads unblocked workers after its job leaves.
+ * finds more than max_threads unblocked workers leaves instead of taking
+ * another job.
  *
  * Joining: a worker that exits publishes its thread id as the pool's
  * "zombie" and joins the previous zombie first, so at most one exited
