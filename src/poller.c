@@ -46,6 +46,13 @@
  * table and a 32-bit generation, checked under the lock before the pollfd
  * is touched; a pollfd pointer is never taken from the kernel.
  *
+ * Memory.  Arming allocates nothing but the amortised growth of the
+ * registration table, the timer heap and (poll) the poll arrays, done
+ * before anything changes, so a failed growth leaves nothing armed.  A
+ * fired job waits for its resume in a chain through job->next, which the
+ * pool leaves NULL when it takes a job (and a zeroed job has): a job must
+ * not be armed while it is queued.
+ *
  * Lifetime.  The poller is reference-counted: one reference for its pool,
  * one per registered pollfd.  negstream__poller_free fires, stops and
  * drops the pool's reference; a stream that outlives its pool's free can

@@ -768,7 +768,7 @@ START_TEST(test_resume_while_draining)
 }
 END_TEST
 
-/* ---- blocked workers ----------------------------------------------------- */
+/* ---- blocked workers ---------------------------------------------------- */
 
 /* A job that blocks (announced) until c->flag is set by another job, then
  * optionally waits at a second gate. */
