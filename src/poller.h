@@ -67,7 +67,7 @@ typedef struct negstream__pollfd {
     negstream__poller  *poller;     /* the poller it is registered with */
     bool                registered; /* known to the kernel (epoll) */
     uint32_t            kmask;      /* events currently asked of the kernel */
-    size_t              poll_idx;   /* poll() fallback: index in its array */
+    size_t              poll_idx;   /* its index in the poller's table */
     negstream__watch    slot[NEGSTREAM__POLL_SLOTS];
 } negstream__pollfd;
 
@@ -108,9 +108,15 @@ int negstream__pollfd_fired(const negstream__pollfd *pfd, int slot);
 void negstream__poller_forget(negstream__pollfd *pfd);
 
 /* For pool.c only. */
+/* A poller for pool p, its thread and kernel objects started; called by
+ * negstream__pool_poller.  NULL with err (NEGSTREAM_E_NOMEM). */
+negstream__poller *negstream__poller_new(negstream_pool *p,
+                                         negstream_error *err);
 /* Fires every armed watch with SHUTDOWN, refuses later arms, stops and
- * joins the thread, frees the poller.  Called by negstream_pool_free
- * before it waits for the queue to drain, without pool->mu. */
+ * joins the thread, frees the poller (its memory once the last registered
+ * pollfd is forgotten, so that a stream outliving its pool can still call
+ * negstream__poller_forget).  Called by negstream_pool_free before it
+ * waits for the queue to drain, without pool->mu. */
 void negstream__poller_free(negstream__poller *p);
 /* fork(): in the child the thread is gone and the kernel's epoll set is
  * shared with the parent; drop every watch (they belong to the parent's
@@ -121,5 +127,7 @@ void negstream__poller_atfork_parent(negstream__poller *p);
 void negstream__poller_atfork_child(negstream__poller *p);
 /* For tests and benchmarks: the number of armed watches. */
 size_t negstream__poller_armed(negstream__poller *p);
+/* For tests and traces: "epoll+eventfd", "poll+pipe", ... */
+const char *negstream__poller_backend(void);
 
 #endif

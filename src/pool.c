@@ -5,7 +5,26 @@
  *
  * Locks: g_default_mu -> g_list_mu -> pool->mu (see stream.h for where
  * pool->mu sits in the library-wide order).  No lock is held while a job
- * runs.
+ * runs.  A pool owns its poller (poller.c, created on first
+ * negstream__pool_poller): poller->mu is never held together with pool->mu
+ * (the poller resumes fired jobs after unlocking, and negstream_pool_free
+ * calls negstream__poller_free without pool->mu), except in the fork
+ * handlers, which take g_default_mu -> g_list_mu -> every pool->mu ->
+ * every poller->mu: safe, since no other path holds poller->mu while it
+ * waits for a pool lock.
+ *
+ * Freeing: negstream_pool_free first refuses submits ('closing'), then
+ * frees the poller, whose parked jobs fire SHUTDOWN and come back through
+ * negstream__pool_resume, which is still accepted; then the workers drain
+ * the queue ('stopping': they exit when it is empty), jobs resumed by
+ * those jobs included; 'closed' ends resumes once the queue is empty and
+ * every worker has left.
+ *
+ * Blocked workers: a worker between negstream__pool_blocking_begin and
+ * _end is counted in nblocked and not against max_threads, so a job queued
+ * behind workers that all wait for it still gets a thread; a worker that
+ * finds more than max_threads unblocked workers leaves instead of taking
+ * another job.
  *
  * Joining: a worker that exits publishes its thread id as the pool's
  * "zombie" and joins the previous zombie first, so at most one exited
@@ -27,6 +46,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "poller.h"
 #include "pool.h"
 #include "trace.h"
 
@@ -59,9 +79,13 @@ struct negstream_pool {
     pthread_cond_t  done_cv;      /* negstream_pool_free waits for exits */
     negstream__job *head, *tail;  /* FIFO, linked through job->next */
     atomic_size_t   nqueued;      /* written under mu, read by spinners */
-    atomic_bool     stopping;     /* pool_free called; ditto */
+    atomic_bool     stopping;     /* draining: workers exit when idle */
+    bool            closing;      /* pool_free called: submits refused */
+    bool            closed;       /* drained: resumes refused too */
+    negstream__poller *poller;    /* created on first use; NULL */
     unsigned        min_threads, max_threads;
     unsigned        nthreads;     /* live workers, spawn to exit */
+    unsigned        nblocked;     /* in blocking_begin..end */
     unsigned        nstarting;    /* spawned, not yet at the queue */
     unsigned        nspin;        /* idle workers polling nqueued */
     unsigned        nsleep;       /* idle workers blocked on work_cv */
@@ -77,6 +101,8 @@ struct negstream_pool {
 
 /* The pool whose worker the calling thread is, if any. */
 static __thread negstream_pool *current_pool;
+/* Nesting depth of negstream__pool_blocking_begin on this thread. */
+static __thread unsigned blocking_depth;
 
 /* Every live pool, so that the fork handlers can reach their locks. */
 static pthread_mutex_t g_list_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -145,6 +171,15 @@ static int cond_init(pthread_cond_t *cv)
  * write on the parent's sockets.  Pools cross fork(); streams and async
  * results do not.
  */
+/*
+ * The pollers follow their pools' locks (see the top of the file).  A
+ * pool's poller pointer changes only under pool->mu, which prepare holds;
+ * a pool being freed has dropped its pointer before freeing the poller, so
+ * a child forked meanwhile never sees that poller (nor may it use the
+ * pool).  In the child, the poller drops the parent's watches and closes
+ * the inherited epoll and wake-up fds without touching the epoll set,
+ * which the parent still uses; it starts again at the next arm.
+ */
 static void atfork_prepare(void)
 {
     negstream_pool *p;
@@ -153,12 +188,16 @@ static void atfork_prepare(void)
     pthread_mutex_lock(&g_list_mu);
     for (p = g_pools; p != NULL; p = p->list_next)
         pthread_mutex_lock(&p->mu);
+    for (p = g_pools; p != NULL; p = p->list_next)
+        negstream__poller_atfork_prepare(p->poller);
 }
 
 static void atfork_parent(void)
 {
     negstream_pool *p;
 
+    for (p = g_pools; p != NULL; p = p->list_next)
+        negstream__poller_atfork_parent(p->poller);
     for (p = g_pools; p != NULL; p = p->list_next)
         pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&g_list_mu);
@@ -170,6 +209,8 @@ static void atfork_child(void)
     negstream_pool *p;
     negstream__job *job;
 
+    for (p = g_pools; p != NULL; p = p->list_next)
+        negstream__poller_atfork_child(p->poller);
     for (p = g_pools; p != NULL; p = p->list_next) {
         cond_init(&p->work_cv);
         cond_init(&p->done_cv);
@@ -178,6 +219,7 @@ static void atfork_child(void)
         p->head = p->tail = NULL;
         atomic_store_explicit(&p->nqueued, 0, memory_order_relaxed);
         p->nthreads = current_pool == p ? 1 : 0;
+        p->nblocked = current_pool == p && blocking_depth > 0 ? 1 : 0;
         p->nspin = p->nsleep = p->nstarting = 0;
         p->has_zombie = false;     /* that thread does not exist here */
         pthread_mutex_unlock(&p->mu);
@@ -376,6 +418,14 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&p->mu);
     p->nstarting--;
     for (;;) {
+        /* Blocked workers came back: one too many would run.  Another
+         * unblocked worker is left (max_threads >= 1); pass it a queued
+         * job's wake-up in case it sleeps. */
+        if (p->nthreads - p->nblocked > p->max_threads) {
+            if (p->head != NULL)
+                pthread_cond_signal(&p->work_cv);
+            break;
+        }
         job = queue_pop(p);
         if (job != NULL) {
             pthread_mutex_unlock(&p->mu);
@@ -513,14 +563,17 @@ negstream_pool *negstream_pool_new(unsigned min_threads, unsigned max_threads,
 }
 
 /*
- * Refuses new jobs, lets the workers run everything already queued, and
- * joins them.  From one of p's own workers it cannot wait for itself: it
- * returns at once, and the last worker to leave frees the pool.  The
- * default pool is never freed (streams may use it until exit): the call
- * is ignored for it, as is a second call for the same pool.
+ * Refuses new jobs, frees the poller (every parked watch fires SHUTDOWN and
+ * its job is resumed), lets the workers run everything queued, jobs they
+ * resume included, and joins them.  From one of p's own workers it cannot
+ * wait for itself: it returns at once, and the last worker to leave frees
+ * the pool.  The default pool is never freed (streams may use it until
+ * exit): the call is ignored for it, as is a second call for the same
+ * pool.
  */
 void negstream_pool_free(negstream_pool *p)
 {
+    negstream__poller *poller;
     negstream__job *job;
     bool join_last;
     pthread_t last;
@@ -528,10 +581,23 @@ void negstream_pool_free(negstream_pool *p)
     if (p == NULL || p->is_default)
         return;
     pthread_mutex_lock(&p->mu);
-    if (atomic_load(&p->stopping)) {
+    if (p->closing) {
         pthread_mutex_unlock(&p->mu);
         return;
     }
+    p->closing = true;
+    /* Dropped before the poller is freed, so that the fork handlers never
+     * reach a poller on its way out. */
+    poller = p->poller;
+    p->poller = NULL;
+    pthread_mutex_unlock(&p->mu);
+
+    /* Without pool->mu: the poller resumes the fired jobs through it.
+     * The workers keep going meanwhile (stopping is not set yet), so the
+     * resumed jobs find them. */
+    negstream__poller_free(poller);
+
+    pthread_mutex_lock(&p->mu);
     atomic_store(&p->stopping, true);
     pthread_cond_broadcast(&p->work_cv);
     if (current_pool == p) {
@@ -541,15 +607,20 @@ void negstream_pool_free(negstream_pool *p)
                          "worker out frees it", (void *)p);
         return;
     }
-    while (p->nthreads > 0)
-        pthread_cond_wait(&p->done_cv, &p->mu);
-    /* Only a pool whose workers vanished in fork() can get here with
-     * jobs left: run them here rather than drop them. */
-    while ((job = queue_pop(p)) != NULL) {
+    /* A job resumed once every worker has left (or whose worker could not
+     * start, or whose workers vanished in fork()) runs here rather than
+     * being dropped; one that starts a worker again is waited for. */
+    for (;;) {
+        while (p->nthreads > 0)
+            pthread_cond_wait(&p->done_cv, &p->mu);
+        job = queue_pop(p);
+        if (job == NULL)
+            break;
         pthread_mutex_unlock(&p->mu);
         job->run(job);
         pthread_mutex_lock(&p->mu);
     }
+    p->closed = true;
     join_last = p->has_zombie;
     last = p->zombie;
     p->has_zombie = false;
@@ -614,12 +685,27 @@ out:
  * Wakes a sleeper only if the workers already awake and idle (spinning,
  * or just started) cannot take every queued job, and starts a worker only
  * if the sleepers cannot either: a job that finds no idle worker gets a
- * new thread while fewer than max_threads run.
+ * new thread while fewer than max_threads run unblocked.  Caller holds
+ * p->mu.  -1 with err if a thread was needed and could not be started.
  */
-int negstream__pool_submit(negstream_pool *p, negstream__job *job,
-                           negstream_error *err)
+static int grow_locked(negstream_pool *p, negstream_error *err)
 {
     size_t queued, awake;
+
+    queued = atomic_load_explicit(&p->nqueued, memory_order_relaxed);
+    awake = (size_t)p->nspin + p->nstarting;
+    if (queued > awake && p->nsleep > 0)
+        pthread_cond_signal(&p->work_cv);
+    if (queued > awake + p->nsleep
+        && p->nthreads - p->nblocked < p->max_threads)
+        return spawn_locked(p, err);
+    return 0;
+}
+
+/* submit (resume false) and resume (true). */
+static int enqueue(negstream_pool *p, negstream__job *job, bool resume,
+                   negstream_error *err)
+{
     int rc = -1;
 
     if (p == NULL || job == NULL || job->run == NULL) {
@@ -629,7 +715,7 @@ int negstream__pool_submit(negstream_pool *p, negstream__job *job,
         return -1;
     }
     pthread_mutex_lock(&p->mu);
-    if (atomic_load(&p->stopping)) {
+    if (resume ? p->closed : p->closing) {
         negstream__err_set(err, NEGSTREAM_E_DISPOSED,
                            "the worker pool is being freed");
         goto out;
@@ -640,21 +726,88 @@ int negstream__pool_submit(negstream_pool *p, negstream__job *job,
         goto out;
     }
     queue_push(p, job);
-    queued = atomic_load_explicit(&p->nqueued, memory_order_relaxed);
-    awake = (size_t)p->nspin + p->nstarting;
-    if (queued > awake && p->nsleep > 0)
-        pthread_cond_signal(&p->work_cv);
-    if (queued > awake + p->nsleep && p->nthreads < p->max_threads
-        && spawn_locked(p, err) < 0 && p->nthreads == 0) {
-        /* Nobody would ever run it. */
-        queue_remove(p, job);
-        goto out;
+    if (grow_locked(p, err) < 0 && p->nthreads == 0) {
+        /* Nobody would ever run it, unless negstream_pool_free (from a
+         * thread of its own) is draining: it runs what is left. */
+        if (!(resume && p->closing && !p->self_free)) {
+            queue_remove(p, job);
+            goto out;
+        }
     }
     negstream__err_ok(err);
     rc = 0;
 out:
     pthread_mutex_unlock(&p->mu);
     return rc;
+}
+
+int negstream__pool_submit(negstream_pool *p, negstream__job *job,
+                           negstream_error *err)
+{
+    return enqueue(p, job, false, err);
+}
+
+int negstream__pool_resume(negstream_pool *p, negstream__job *job,
+                           negstream_error *err)
+{
+    return enqueue(p, job, true, err);
+}
+
+negstream__poller *negstream__pool_poller(negstream_pool *p,
+                                          negstream_error *err)
+{
+    negstream__poller *poller = NULL;
+
+    if (p == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "pool is NULL");
+        return NULL;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        negstream__err_set(err, NEGSTREAM_E_DISPOSED,
+                           "the worker pool is being freed");
+        goto out;
+    }
+    /* Made under pool->mu so that there is only ever one; the new
+     * poller's lock is nobody else's yet, so no order is broken. */
+    if (p->poller == NULL)
+        p->poller = negstream__poller_new(p, err);
+    else
+        negstream__err_ok(err);
+    poller = p->poller;
+out:
+    pthread_mutex_unlock(&p->mu);
+    return poller;
+}
+
+/*
+ * Only the outermost begin of a worker counts.  Growing here matters when
+ * the job the worker waits for was queued before it blocked: that submit
+ * found max_threads running and started nobody.
+ */
+void negstream__pool_blocking_begin(void)
+{
+    negstream_pool *p = current_pool;
+
+    if (p == NULL || blocking_depth++ > 0)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->nblocked++;
+    if (grow_locked(p, NULL) < 0)
+        NEGSTREAM__TRACE("pool %p: no thread for the jobs queued behind "
+                         "a blocked worker", (void *)p);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void negstream__pool_blocking_end(void)
+{
+    negstream_pool *p = current_pool;
+
+    if (p == NULL || blocking_depth == 0 || --blocking_depth > 0)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->nblocked--;
+    pthread_mutex_unlock(&p->mu);
 }
 
 bool negstream__pool_cancel(negstream_pool *p, negstream__job *job)

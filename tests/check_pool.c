@@ -1,8 +1,10 @@
 /*
  * check_pool.c - the worker pool through its internal API, with small fake
  * jobs: FIFO order, growth up to max_threads and shrinking back to
- * min_threads, cancel, free (from outside and from a worker), the default
- * pool and NEGSTREAM_THREADS, fork, signal masks, names and idle CPU.
+ * min_threads, cancel, free (from outside and from a worker), resume while
+ * a free drains, workers blocked on other jobs (blocking_begin/end), the
+ * default pool and NEGSTREAM_THREADS, fork, signal masks, names and idle
+ * CPU.
  *
  * No KDC, no GSSAPI.  Waits use condition variables with a generous
  * deadline (a hang fails the test rather than Check's timeout); nothing
@@ -79,6 +81,7 @@ struct tjob {
     negstream_pool *pool;       /* for hooks */
     negstream_pool *other;      /* for hooks */
     int            result;      /* set by hooks */
+    int            refused;     /* set by hooks */
     sigset_t       mask;        /* set by hooks */
     char           name[32];    /* set by hooks */
 };
@@ -674,6 +677,210 @@ START_TEST(test_free_from_worker)
 }
 END_TEST
 
+/* ---- resume while draining ---------------------------------------------- */
+
+/* Chained resumes: each hook resumes j->next_job (if any) and records the
+ * outcome; the gate's hook also tries a plain submit, refused. */
+static tjob drain_gate, drain_b, drain_c, drain_x, drain_late;
+
+static void resume_next(tjob *j)
+{
+    negstream_error e;
+    tjob *next = j == &drain_gate ? &drain_b : j == &drain_b ? &drain_c
+                                                             : NULL;
+
+    if (next != NULL)
+        j->result = negstream__pool_resume(j->pool, &next->job, &e) == 0
+                    ? 0 : (int)e.code;
+    if (j == &drain_gate)
+        j->refused = negstream__pool_submit(j->pool, &drain_late.job, &e)
+                     < 0 ? (int)e.code : -1;
+}
+
+static void *free_in_thread(void *arg)
+{
+    negstream_pool_free(arg);
+    return NULL;
+}
+
+/* Submits a probe and takes it back until the pool refuses it: then
+ * negstream_pool_free has begun.  The gate holds the only worker, so the
+ * probe cannot have been taken. */
+static bool wait_until_closing(negstream_pool *p, ctx *c)
+{
+    negstream_error e;
+    tjob probe;
+    int waited;
+
+    tjob_init(&probe, c, -1, false);
+    for (waited = 0; waited < DEADLINE_MS; waited += 1) {
+        if (negstream__pool_submit(p, &probe.job, &e) < 0)
+            return e.code == NEGSTREAM_E_DISPOSED;
+        if (!negstream__pool_cancel(p, &probe.job))
+            return false;
+        sleep_ms(1);
+    }
+    return false;
+}
+
+START_TEST(test_resume_while_draining)
+{
+    negstream_error e;
+    negstream_pool *p;
+    pthread_t t;
+    ctx c;
+
+    ctx_init(&c);
+    p = negstream_pool_new(1, 1, &e);
+    ck_assert_ptr_nonnull(p);
+    tjob_init(&drain_gate, &c, 0, true);
+    tjob_init(&drain_b, &c, 1, false);
+    tjob_init(&drain_c, &c, 2, false);
+    tjob_init(&drain_x, &c, 3, false);
+    tjob_init(&drain_late, &c, 4, false);
+    drain_gate.hook = drain_b.hook = resume_next;
+    drain_gate.pool = drain_b.pool = p;
+    drain_gate.result = drain_b.result = -1;
+    submit_ok(p, &drain_gate);
+    ck_assert(ctx_wait_ge(&c, &c.running, 1));
+    ck_assert_int_eq(pthread_create(&t, NULL, free_in_thread, p), 0);
+    ck_assert(wait_until_closing(p, &c));
+    /* From another thread (as the poller does): accepted. */
+    ck_assert_int_eq(negstream__pool_resume(p, &drain_x.job, &e), 0);
+    ck_assert_int_eq(e.code, NEGSTREAM_OK);
+    /* Resumed twice while queued: refused as a submit would be. */
+    ck_assert_int_eq(negstream__pool_resume(p, &drain_x.job, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
+    ctx_open_gate(&c);
+    pthread_join(t, NULL);
+    /* Everything resumed ran, exactly once, before the free returned;
+     * the plain submit from the gate's job was refused. */
+    ck_assert_int_eq(drain_gate.result, 0);
+    ck_assert_int_eq(drain_b.result, 0);
+    ck_assert_int_eq(drain_gate.refused, NEGSTREAM_E_DISPOSED);
+    ck_assert_int_eq(drain_gate.ran, 1);
+    ck_assert_int_eq(drain_x.ran, 1);
+    ck_assert_int_eq(drain_b.ran, 1);
+    ck_assert_int_eq(drain_c.ran, 1);
+    ck_assert_int_eq(drain_late.ran, 0);
+    ck_assert_int_eq(c.done, 4);
+    ctx_destroy(&c);
+}
+END_TEST
+
+/* ---- blocked workers ---------------------------------------------------- */
+
+/* A job that blocks (announced) until c->flag is set by another job, then
+ * optionally waits at a second gate. */
+typedef struct blk {
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    bool flag;              /* set by the helper job */
+    bool b_submitted;       /* set by the test */
+    bool unblocked;         /* the blocker called blocking_end */
+    bool after_open;        /* second gate of the blocker */
+    bool wait_b_queued;
+    int  saw_flag;
+} blk;
+
+static blk g_blk;
+
+static bool blk_wait(bool *field)
+{
+    struct timespec dl;
+    bool ok;
+
+    deadline_in(&dl, DEADLINE_MS);
+    pthread_mutex_lock(&g_blk.mu);
+    while (!*field)
+        if (pthread_cond_timedwait(&g_blk.cv, &g_blk.mu, &dl) == ETIMEDOUT)
+            break;
+    ok = *field;
+    pthread_mutex_unlock(&g_blk.mu);
+    return ok;
+}
+
+static void blk_set(bool *field)
+{
+    pthread_mutex_lock(&g_blk.mu);
+    *field = true;
+    pthread_cond_broadcast(&g_blk.cv);
+    pthread_mutex_unlock(&g_blk.mu);
+}
+
+static void blocker(tjob *j)
+{
+    if (g_blk.wait_b_queued)
+        blk_wait(&g_blk.b_submitted);
+    negstream__pool_blocking_begin();
+    negstream__pool_blocking_begin();       /* nested: counted once */
+    g_blk.saw_flag = blk_wait(&g_blk.flag);
+    negstream__pool_blocking_end();
+    negstream__pool_blocking_end();
+    (void)j;
+    blk_set(&g_blk.unblocked);
+    blk_wait(&g_blk.after_open);
+}
+
+static void helper(tjob *j)
+{
+    (void)j;
+    blk_set(&g_blk.flag);
+}
+
+/* A pool of at most 1 whose only worker blocks on a condition that only a
+ * second job can satisfy: the second job gets a thread, whether it was
+ * queued before the worker blocked (_i == 1) or after (_i == 0).  Once the
+ * blocker is back, max_threads holds again. */
+START_TEST(test_blocking_worker)
+{
+    static tjob a, b, after;
+    negstream_error e;
+    negstream_pool *p;
+    ctx c;
+
+    ctx_init(&c);
+    memset(&g_blk, 0, sizeof(g_blk));
+    pthread_mutex_init(&g_blk.mu, NULL);
+    pthread_cond_init(&g_blk.cv, NULL);
+    g_blk.wait_b_queued = _i == 1;
+    /* Not from a worker: does nothing. */
+    negstream__pool_blocking_begin();
+    negstream__pool_blocking_end();
+    negstream__pool_blocking_end();
+
+    p = negstream_pool_new(1, 1, &e);
+    ck_assert_ptr_nonnull(p);
+    tjob_init(&a, &c, 0, false);
+    a.hook = blocker;
+    tjob_init(&b, &c, 1, false);
+    b.hook = helper;
+    submit_ok(p, &a);
+    ck_assert(ctx_wait_ge(&c, &c.running, 1));
+    submit_ok(p, &b);
+    blk_set(&g_blk.b_submitted);
+    ck_assert_msg(ctx_wait_ge(&c, &c.done, 1), "the blocked worker's "
+                  "helper job never ran");
+    ck_assert_int_eq(b.ran, 1);
+    /* The blocker is back (not blocked, still in its job): a new job
+     * must wait for it, max_threads is 1 again. */
+    ck_assert(blk_wait(&g_blk.unblocked));
+    tjob_init(&after, &c, 2, false);
+    submit_ok(p, &after);
+    sleep_ms(100);
+    ck_assert_int_eq(after.ran, 0);
+    blk_set(&g_blk.after_open);
+    ck_assert(ctx_wait_ge(&c, &c.done, 3));
+    ck_assert_int_eq(g_blk.saw_flag, 1);
+    ck_assert_int_eq(c.max_running, 2);
+    ck_assert(threads_become(p, 1));
+    negstream_pool_free(p);
+    pthread_cond_destroy(&g_blk.cv);
+    pthread_mutex_destroy(&g_blk.mu);
+    ctx_destroy(&c);
+}
+END_TEST
+
 /* ---- identity, signals, names ------------------------------------------- */
 
 static void inspect(tjob *j)
@@ -1031,6 +1238,8 @@ static Suite *pool_suite(void)
     tcase_add_test(t, test_submit_cancel_race);
     tcase_add_test(t, test_free_runs_queued_then_joins);
     tcase_add_test(t, test_free_from_worker);
+    tcase_add_test(t, test_resume_while_draining);
+    tcase_add_loop_test(t, test_blocking_worker, 0, 2);
     tcase_add_test(t, test_worker_identity_signals_name);
     tcase_add_test(t, test_idle_uses_no_cpu);
     tcase_add_loop_test(t, test_default_pool_threads_env, 0, 9);
