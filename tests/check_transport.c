@@ -824,6 +824,58 @@ START_TEST(send_pipe_at_most_pipe_buf)
 }
 END_TEST
 
+/* A vector that starts with empty entries is still written from its first
+ * byte (send's contract: any vector with a total > 0). */
+START_TEST(send_leading_empty_entries)
+{
+    static const size_t lens[][4] = {
+        { 0, 5000, 0, 0 }, { 0, 0, 0, 70000 }, { 0, 0, 100, 5000 },
+        { 0, PIPE_BUF, 1, 0 }, { 0, 0, 1, 0 }
+    };
+    uint8_t *data = pattern(80000);
+    int kind;
+    size_t v;
+
+    alarm(GUARD_SECONDS);
+    for (kind = 0; kind < KINDS; kind++) {
+        for (v = 0; v < sizeof(lens) / sizeof(lens[0]); v++) {
+            negstream__transport t;
+            negstream_error e;
+            struct iovec iov[4];
+            size_t off = 0, total = 0;
+            reader rd;
+            ssize_t k;
+            int w, r, i;
+
+            for (i = 0; i < 4; i++) {
+                iov[i].iov_base = data + total;
+                iov[i].iov_len = lens[v][i];
+                total += lens[v][i];
+            }
+            make_pair(kind, &w, &r);
+            open_tr(&t, w);
+            err_sentinel(&e);
+            k = t.ops->send(&t, iov, 4, &e);
+            ck_assert_msg(k > 0, "%s, vector %zu: send returned %zd: %s",
+                          kind_name[kind], v, k, e.message);
+            ck_assert_uint_le((size_t)k, total);
+            read_exactly(r, (size_t)k, 0);
+            /* And send_all finishes it, to a reader thread. */
+            reader_start(&rd, r, 4096, (size_t)k, false);
+            off = (size_t)k;
+            ck_assert_int_eq(send_all_wait(&t, iov, 4, &off, -1, &e), 0);
+            ck_assert_uint_eq(off, total);
+            close_tr(&t);
+            close(w);
+            reader_join(&rd, total - (size_t)k);
+            close(r);
+        }
+    }
+    free(data);
+    alarm(0);
+}
+END_TEST
+
 /* 3000 entries, every third one empty, lengths 0..700, sent with send_all
  * (waiting in block) to 'kind' with a reader thread; the vector is left
  * as it was. */
@@ -1913,6 +1965,7 @@ static Suite *transport_suite(void)
     set_timeout(tc);
     tcase_add_test(tc, send_never_blocks);
     tcase_add_test(tc, send_pipe_at_most_pipe_buf);
+    tcase_add_test(tc, send_leading_empty_entries);
     tcase_add_test(tc, send_all_many_iovecs);
     tcase_add_test(tc, send_all_nothing_to_send);
     tcase_add_test(tc, send_all_resumes_socketpair);
