@@ -159,6 +159,10 @@ static int cap_iov(const struct iovec *iov, int cnt, struct iovec *one,
     size_t sum = 0;
     int i;
 
+    /* Empty entries in front carry nothing; left in, they would be all
+     * that is written when the first non-empty one exceeds PIPE_BUF. */
+    while (cnt > 1 && iov[0].iov_len == 0)
+        iov++, cnt--;
     if (iov[0].iov_len >= PIPE_BUF) {
         one->iov_base = iov[0].iov_base;
         one->iov_len = PIPE_BUF;
