@@ -54,8 +54,11 @@
 enum { JOB_IDLE = 0, JOB_QUEUED, JOB_TAKEN };
 
 #define POOL_MAX_THREADS     1024u
-/* The default pool's max_threads when NEGSTREAM_THREADS is not set. */
-#define POOL_DEFAULT_MAX     128u
+/* The default pool's max_threads when NEGSTREAM_THREADS is not set:
+ * POOL_DEFAULT_PER_CPU per CPU, at least POOL_DEFAULT_MIN_MAX (see
+ * negstream__pool_default). */
+#define POOL_DEFAULT_PER_CPU 4u
+#define POOL_DEFAULT_MIN_MAX 8u
 #define POOL_DEFAULT_IDLE_MS 10000
 
 /*
@@ -633,10 +636,12 @@ void negstream_pool_free(negstream_pool *p)
 /*
  * The default pool: min 1 worker (kept, so that a lone stream does not pay
  * a thread start per operation), max NEGSTREAM_THREADS if that is an
- * integer from 1 to 1024, else POOL_DEFAULT_MAX.  A pending read holds its
- * worker while it waits for the peer, so a small pool would let a few
- * quiet peers stall every other stream's writes: the default grows to
- * many workers on demand (each exits after an idle period).
+ * integer from 1 to 1024, else four per CPU, at least 8.  Workers run
+ * only CPU work (an operation waiting for its peer is parked with the
+ * poller), so the pool needs enough threads to keep the CPUs busy, plus
+ * room for what may still block a worker: a KDC exchange inside GSSAPI, a
+ * callback that blocks (one blocked in end_* or a wait is not counted, see
+ * negstream__pool_blocking_begin).  bench/RESULTS.md has the figures.
  * Any other NEGSTREAM_THREADS value is ignored (and traced).
  */
 negstream_pool *negstream__pool_default(negstream_error *err)
@@ -659,7 +664,9 @@ negstream_pool *negstream__pool_default(negstream_error *err)
         goto out;
     }
     pthread_once(&g_condattr_once, condattr_init);
-    max = POOL_DEFAULT_MAX;
+    max = POOL_DEFAULT_PER_CPU * (unsigned)(g_ncpu < 256 ? g_ncpu : 256);
+    if (max < POOL_DEFAULT_MIN_MAX)
+        max = POOL_DEFAULT_MIN_MAX;
     env = getenv("NEGSTREAM_THREADS");
     if (env != NULL && *env != '\0') {
         errno = 0;

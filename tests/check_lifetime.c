@@ -138,9 +138,9 @@ START_TEST(test_end_then_begin_racing_close)
         ck_assert_msg(atomic_load(&x.over), "the chain never ended");
         ck_assert(x.begin_null);
         ck_assert_int_eq(x.begin_code, NEGSTREAM_E_DISPOSED);
-        negstream_close(s);
         if (!x.reading)
-            pthread_join(pump, NULL);
+            pthread_join(pump, NULL);   /* c is closed: s reads its end */
+        negstream_close(s);
     }
 }
 END_TEST
@@ -201,8 +201,9 @@ START_TEST(test_no_io_on_reused_fd)
         if (poll(pfd, 2, 30) > 0)
             leaked++;
         negstream_end_write(s, ar, &se);
-        negstream_close(c);
+        /* s's connection is closed: the pump sees the end of c. */
         pthread_join(pump, NULL);
+        negstream_close(c);
         close(nfd[0]);
         close(nfd[1]);
     }

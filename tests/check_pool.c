@@ -1055,8 +1055,15 @@ static int default_pool_child(void *arg)
         want = 3;
     else if (value != NULL && strcmp(value, "1") == 0)
         want = 1;
-    else
-        want = 128;     /* the default: pending reads each hold a worker */
+    else {
+        /* The default: four per CPU, at least 8 (workers only run CPU
+         * work; waiting for a peer costs no thread). */
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+        want = 4u * (unsigned)(ncpu < 1 ? 1 : ncpu > 256 ? 256 : ncpu);
+        if (want < 8)
+            want = 8;
+    }
     return check_pool_max(p, want);
 }
 

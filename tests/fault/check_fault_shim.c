@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,159 @@ START_TEST(test_nonblocking_eagain)
     disturbed_session(levels[_i % 3], modes, 0, true,
                       _i >= 3 ? 70000 : 300000, &st);
     ck_assert_uint_gt(st.eagain, 10);
+}
+END_TEST
+
+/* ---- the event path: the same faults on asynchronous operations ------ */
+
+/* A read chain that hashes what it receives, in the callbacks. */
+typedef struct achain {
+    negstream      *s;
+    uint8_t         buf[7000];
+    size_t          want, got;
+    uint64_t        hash;
+    atomic_int      over;
+    negstream_error e;
+} achain;
+
+static void achain_cb(negstream_async *ar)
+{
+    achain *x = negstream_async_state(ar);
+    ssize_t n = negstream_end_read(x->s, ar, &x->e);
+
+    if (n <= 0) {
+        atomic_store(&x->over, -1);
+        return;
+    }
+    x->hash = tu_fnv(x->hash, x->buf, (size_t)n);
+    x->got += (size_t)n;
+    if (x->got == x->want) {
+        atomic_store(&x->over, 1);
+        return;
+    }
+    if (negstream_begin_read(x->s, x->buf, sizeof(x->buf), 0,
+                             sizeof(x->buf), achain_cb, x, &x->e) == NULL)
+        atomic_store(&x->over, -1);
+}
+
+/*
+ * Frames arriving one byte at a time (and EAGAIN on every other call)
+ * through the event path: an asynchronous authentication on both sides,
+ * then an asynchronous write and a read chain, every step parked with the
+ * poller between bytes.  _i: level (0..2); 3..5 add EAGAIN.
+ */
+START_TEST(test_event_path_one_byte)
+{
+    negstream_client_options co;
+    negstream *c, *s;
+    negstream_error e;
+    negstream_async *ca, *sa, *wa;
+    faultshim_stats st;
+    uint8_t *data;
+    const size_t big = 60000;
+    achain x;
+    tu_auth a;
+    int fds[2], left = 60000;
+    int modes = FAULTSHIM_SHORT | (_i >= 3 ? FAULTSHIM_EAGAIN : 0);
+
+    need_shim();
+    tu_tcp_pair(fds);
+    shim.io_arm(fds[0], modes, 0);
+    shim.io_arm(fds[1], modes, 0);
+    c = negstream_new(fds[0], false, &e);
+    s = negstream_new(fds[1], false, &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_ptr_nonnull(s);
+    tu_auth_init(&a, levels[_i % 3]);
+    tu_client_options(&a, &co);
+    sa = negstream_begin_authenticate_as_server(s, NULL, NULL, NULL, &e);
+    ck_assert_ptr_nonnull(sa);
+    ca = negstream_begin_authenticate_as_client(c, &co, NULL, NULL, &e);
+    ck_assert_ptr_nonnull(ca);
+    ck_assert_msg(negstream_end_authenticate_as_client(c, ca, &e) == 0,
+                  "client: %s", e.message);
+    ck_assert_msg(negstream_end_authenticate_as_server(s, sa, &e) == 0,
+                  "server: %s", e.message);
+
+    data = malloc(big);
+    ck_assert_ptr_nonnull(data);
+    tu_fill(data, big, 71);
+    memset(&x, 0, sizeof(x));
+    x.s = s;
+    x.want = big;
+    x.hash = TU_FNV_INIT;
+    ck_assert_ptr_nonnull(negstream_begin_read(s, x.buf, sizeof(x.buf), 0,
+                                               sizeof(x.buf), achain_cb, &x,
+                                               &e));
+    wa = negstream_begin_write(c, data, big, 0, (ssize_t)big, NULL, NULL,
+                               &e);
+    ck_assert_ptr_nonnull(wa);
+    ck_assert_msg(negstream_end_write(c, wa, &e) == 0, "write: %s",
+                  e.message);
+    while (atomic_load(&x.over) == 0 && left-- > 0)
+        usleep(1000);
+    ck_assert_msg(atomic_load(&x.over) == 1, "read chain: %s", x.e.message);
+    ck_assert_uint_eq(x.got, big);
+    ck_assert(x.hash == tu_fnv(TU_FNV_INIT, data, big));
+    shim.io_stats(&st);
+    shim.io_disarm_all();
+    ck_assert_uint_gt(st.short_io, 1000);
+    if (_i >= 3)
+        ck_assert_uint_gt(st.eagain, 10);
+    free(data);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+/* ---- no worker can start --------------------------------------------- */
+
+static atomic_int thread_cb_calls;
+
+static void thread_cb(negstream_async *ar)
+{
+    (void)ar;
+    atomic_fetch_add(&thread_cb_calls, 1);
+}
+
+/*
+ * A begin_* whose operation cannot be queued because no worker thread can
+ * start returns NULL with NEGSTREAM_E_NOMEM and never invokes its callback
+ * (it used to run the callback on the calling thread and return the
+ * result, which the usual "callback ends its result" pattern had already
+ * freed).  The stream is unchanged: once threads can start, it works.
+ */
+START_TEST(test_begin_when_no_thread_starts)
+{
+    negstream *c, *s;
+    negstream_pool *p;
+    negstream_error e;
+    negstream_async *ar;
+    char buf[4];
+
+    need_shim();
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    p = negstream_pool_new(0, 2, &e);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(negstream_set_pool(c, p, &e), 0);
+    atomic_store(&thread_cb_calls, 0);
+    shim.thread_fail(true);
+    ar = negstream_begin_write(c, "ping", 4, 0, 4, thread_cb, NULL, &e);
+    shim.thread_fail(false);
+    ck_assert_ptr_null(ar);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_NOMEM);
+    ck_assert_uint_gt(shim.thread_failures(), 0);
+    usleep(100 * 1000);
+    ck_assert_int_eq(atomic_load(&thread_cb_calls), 0);
+    /* Nothing happened to the stream. */
+    ar = negstream_begin_write(c, "ping", 4, 0, 4, thread_cb, NULL, &e);
+    ck_assert_ptr_nonnull(ar);
+    ck_assert_int_eq(negstream_end_write(c, ar, &e), 0);
+    tu_read_all(s, buf, 4);
+    ck_assert_mem_eq(buf, "ping", 4);
+    negstream_close(c);
+    negstream_close(s);
+    negstream_pool_free(p);
 }
 END_TEST
 
@@ -647,6 +801,8 @@ static Suite *fault_suite(void)
     tcase_add_loop_test(io, test_eintr_storms, 0, 3);
     tcase_add_test(io, test_eintr_storms_and_one_byte);
     tcase_add_loop_test(io, test_nonblocking_eagain, 0, 6);
+    tcase_add_loop_test(io, test_event_path_one_byte, 0, 6);
+    tcase_add_test(io, test_begin_when_no_thread_starts);
     tcase_add_loop_test(mem, test_malloc_fails_in_write, 0, 4);
     tcase_add_loop_test(mem, test_malloc_fails_in_read, 0, 4);
     tcase_add_test(mem, test_malloc_fails_in_pool_new);

@@ -158,9 +158,13 @@ bool faultshim_load(faultshim_api *api)
                                        "faultshim_malloc_disarm");
     *(void **)&a.malloc_count = dlsym(RTLD_DEFAULT,
                                       "faultshim_malloc_count");
+    *(void **)&a.thread_fail = dlsym(RTLD_DEFAULT, "faultshim_thread_fail");
+    *(void **)&a.thread_failures = dlsym(RTLD_DEFAULT,
+                                         "faultshim_thread_failures");
     if (a.io_arm == NULL || a.io_disarm_all == NULL || a.io_stats == NULL ||
         a.malloc_arm == NULL || a.malloc_disarm == NULL ||
-        a.malloc_count == NULL)
+        a.malloc_count == NULL || a.thread_fail == NULL ||
+        a.thread_failures == NULL)
         return false;
     *api = a;
     return true;

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -54,6 +55,8 @@ EXPORT unsigned long faultshim_malloc_count(void);
 EXPORT void faultshim_io_arm(int fd, int modes, unsigned storm);
 EXPORT void faultshim_io_disarm_all(void);
 EXPORT void faultshim_io_stats(faultshim_stats *out);
+EXPORT void faultshim_thread_fail(bool on);
+EXPORT unsigned long faultshim_thread_failures(void);
 
 /* ---- the allocator -------------------------------------------------- */
 
@@ -354,17 +357,22 @@ EXPORT unsigned long faultshim_malloc_count(void)
 
 #define MAX_ARMED 8
 
+/* An armed socket is known by its inode, not by its number: the library
+ * works on its own duplicate of the fd the test arms. */
 typedef struct armed_fd {
     atomic_int   fd;            /* -1: free slot */
+    atomic_ulong dev, ino;      /* what fstat says of it */
     atomic_int   modes;
     atomic_uint  storm;
     atomic_ulong calls;         /* per-fd call counter (EINTR, EAGAIN) */
 } armed_fd;
 
 static armed_fd armed[MAX_ARMED] = {
-    { -1, 0, 0, 0 }, { -1, 0, 0, 0 }, { -1, 0, 0, 0 }, { -1, 0, 0, 0 },
-    { -1, 0, 0, 0 }, { -1, 0, 0, 0 }, { -1, 0, 0, 0 }, { -1, 0, 0, 0 },
+    { -1, 0, 0, 0, 0, 0 }, { -1, 0, 0, 0, 0, 0 }, { -1, 0, 0, 0, 0, 0 },
+    { -1, 0, 0, 0, 0, 0 }, { -1, 0, 0, 0, 0, 0 }, { -1, 0, 0, 0, 0, 0 },
+    { -1, 0, 0, 0, 0, 0 }, { -1, 0, 0, 0, 0, 0 },
 };
+static atomic_int n_armed;      /* fast path: nothing armed, no fstat */
 static atomic_ulong st_short, st_eintr, st_eagain, st_calls;
 static pthread_mutex_t arm_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -388,9 +396,19 @@ EXPORT void faultshim_io_arm(int fd, int modes, unsigned storm)
         atomic_store(&a->modes, modes);
         atomic_store(&a->storm, storm);
         atomic_store(&a->calls, 0);
-        if (modes != 0)
-            atomic_store(&a->fd, fd);
+        if (modes != 0) {
+            struct stat st;
+
+            if (fstat(fd, &st) == 0) {
+                atomic_store(&a->dev, (unsigned long)st.st_dev);
+                atomic_store(&a->ino, (unsigned long)st.st_ino);
+                atomic_store(&a->fd, fd);
+            }
+        }
     }
+    for (i = 0, free_slot = 0; i < MAX_ARMED; i++)
+        free_slot += atomic_load(&armed[i].fd) >= 0;
+    atomic_store(&n_armed, free_slot);
     pthread_mutex_unlock(&arm_mu);
 }
 
@@ -401,6 +419,7 @@ EXPORT void faultshim_io_disarm_all(void)
     pthread_mutex_lock(&arm_mu);
     for (i = 0; i < MAX_ARMED; i++)
         atomic_store(&armed[i].fd, -1);
+    atomic_store(&n_armed, 0);
     pthread_mutex_unlock(&arm_mu);
 }
 
@@ -412,14 +431,19 @@ EXPORT void faultshim_io_stats(faultshim_stats *out)
     out->calls = atomic_load(&st_calls);
 }
 
+/* The armed entry for the socket fd refers to, through any of its
+ * descriptors (the library's duplicate, the test's original). */
 static armed_fd *find_armed(int fd)
 {
+    struct stat st;
     int i;
 
-    if (fd < 0)
+    if (fd < 0 || atomic_load(&n_armed) == 0 || fstat(fd, &st) != 0)
         return NULL;
     for (i = 0; i < MAX_ARMED; i++)
-        if (atomic_load(&armed[i].fd) == fd)
+        if (atomic_load(&armed[i].fd) >= 0
+            && atomic_load(&armed[i].ino) == (unsigned long)st.st_ino
+            && atomic_load(&armed[i].dev) == (unsigned long)st.st_dev)
             return &armed[i];
     return NULL;
 }
@@ -429,7 +453,7 @@ static armed_fd *find_armed(int fd)
  * call is to fail without reaching the kernel; else 0, with *one set when
  * the transfer is to be cut to one byte.
  */
-static int intercept(int fd, bool *one)
+static int intercept(int fd, int flags, bool *one)
 {
     armed_fd *a = find_armed(fd);
     unsigned long c;
@@ -453,7 +477,10 @@ static int intercept(int fd, bool *one)
     if ((modes & FAULTSHIM_EAGAIN) && c % 2 == 0) {
         int fl = fcntl(fd, F_GETFL);
 
-        if (fl >= 0 && (fl & O_NONBLOCK)) {
+        /* A call that may not block: an O_NONBLOCK fd, or MSG_DONTWAIT
+         * (how the library makes one call on a blocking socket not
+         * block). */
+        if ((fl >= 0 && (fl & O_NONBLOCK)) || (flags & MSG_DONTWAIT)) {
             atomic_fetch_add(&st_eagain, 1);
             errno = EAGAIN;
             return -1;
@@ -511,7 +538,7 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
     bool one;
     NEXT(send_fn, send);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, flags, &one) < 0)
         return -1;
     if (one && n > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -526,7 +553,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
     bool one;
     NEXT(sendto_fn, sendto);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, flags, &one) < 0)
         return -1;
     if (one && n > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -542,7 +569,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     bool one;
     NEXT(sendmsg_fn, sendmsg);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, flags, &one) < 0)
         return -1;
     if (one && iov_total(msg->msg_iov, (int)msg->msg_iovlen) > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -560,7 +587,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
     bool one;
     NEXT(write_fn, write);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, 0, &one) < 0)
         return -1;
     if (one && n > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -575,7 +602,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
     bool one;
     NEXT(writev_fn, writev);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, 0, &one) < 0)
         return -1;
     if (one && iov_total(iov, cnt) > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -589,7 +616,7 @@ EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
     bool one;
     NEXT(recv_fn, recv);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, flags, &one) < 0)
         return -1;
     if (one && n > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -604,7 +631,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
     bool one;
     NEXT(recvfrom_fn, recvfrom);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, flags, &one) < 0)
         return -1;
     if (one && n > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -621,7 +648,7 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     bool one;
     NEXT(recvmsg_fn, recvmsg);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, flags, &one) < 0)
         return -1;
     if (one && iov_total(msg->msg_iov, (int)msg->msg_iovlen) > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -643,7 +670,7 @@ EXPORT ssize_t read(int fd, void *buf, size_t n)
     bool one;
     NEXT(read_fn, read);
 
-    if (intercept(fd, &one) < 0)
+    if (intercept(fd, 0, &one) < 0)
         return -1;
     if (one && n > 1) {
         atomic_fetch_add(&st_short, 1);
@@ -668,4 +695,36 @@ EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 {
     (void)buflen;
     return read(fd, buf, n);
+}
+
+/* ---- thread creation ----------------------------------------------- */
+
+static atomic_bool    thread_fail_on;
+static atomic_ulong   thread_failures;
+
+/* While on, every pthread_create fails with EAGAIN (as when the thread
+ * limit is reached), so that a pool cannot start a worker. */
+EXPORT void faultshim_thread_fail(bool on)
+{
+    atomic_store(&thread_fail_on, on);
+}
+
+EXPORT unsigned long faultshim_thread_failures(void)
+{
+    return atomic_load(&thread_failures);
+}
+
+typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *,
+                                 void *(*)(void *), void *);
+
+EXPORT int pthread_create(pthread_t *t, const pthread_attr_t *attr,
+                          void *(*fn)(void *), void *arg)
+{
+    NEXT(pthread_create_fn, pthread_create);
+
+    if (atomic_load(&thread_fail_on)) {
+        atomic_fetch_add(&thread_failures, 1);
+        return EAGAIN;
+    }
+    return real_pthread_create(t, attr, fn, arg);
 }

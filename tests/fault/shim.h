@@ -52,6 +52,10 @@ typedef struct faultshim_api {
     bool (*malloc_disarm)(void);
     /* Allocations counted on this thread since malloc_arm. */
     unsigned long (*malloc_count)(void);
+    /* While on, pthread_create fails with EAGAIN (no worker can start). */
+    void (*thread_fail)(bool on);
+    /* pthread_create calls failed so far. */
+    unsigned long (*thread_failures)(void);
 } faultshim_api;
 
 /* Fills api from the preloaded shim; false (api untouched) when the shim
