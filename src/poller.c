@@ -6,7 +6,7 @@
  * Backends.  epoll where configure found sys/epoll.h and epoll_create1
  * (HAVE_EPOLL) and --disable-epoll was not given; poll() otherwise.  The
  * wake-up fd is an eventfd where there is one, else a pipe.
- * NEGSTREAM_POLLER_FORCE_POLL and NEGSTREAM_POLLER_FORCE_PIPE force the
+ * NEGSTREAM_POLLER_FORCE_POLL and NEGSTREAM_WAKE_FORCE_PIPE force the
  * fallbacks at compile time: tests/check_poller_poll is check_poller built
  * from these same sources with both, so that make check runs both
  * backends on every Linux machine.
@@ -85,14 +85,11 @@
 # define USE_EPOLL 1
 # include <sys/epoll.h>
 #endif
-#if defined(HAVE_EVENTFD) && !defined(NEGSTREAM_POLLER_FORCE_PIPE)
-# define USE_EVENTFD 1
-# include <sys/eventfd.h>
-#endif
-
 #include "error.h"
 #include "poller.h"
 #include "trace.h"
+#include "util.h"
+#include "wake.h"
 
 #define NO_IDX    SIZE_MAX      /* watch->heap_idx: not in the heap */
 #define REG_NONE  UINT32_MAX    /* end of the free list */
@@ -142,7 +139,7 @@ struct negstream__poller {
     int64_t         wait_until; /* the deadline it sleeps to (INT64_MAX) */
     pthread_t       thread;
     int             epfd;       /* -1 without epoll or before start */
-    int             wake_r, wake_w;   /* equal for an eventfd */
+    negstream__wake wake;             /* wakes the thread */
 
     reg_entry      *reg;        /* registrations, indexed by poll_idx */
     size_t          reg_cap, reg_hwm, nreg;
@@ -166,24 +163,12 @@ struct negstream__poller {
 #endif
 };
 
-int64_t negstream__now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 const char *negstream__poller_backend(void)
 {
-#if defined(USE_EPOLL) && defined(USE_EVENTFD)
-    return "epoll+eventfd";
-#elif defined(USE_EPOLL)
-    return "epoll+pipe";
-#elif defined(USE_EVENTFD)
-    return "poll+eventfd";
+#if defined(USE_EPOLL)
+    return NEGSTREAM__WAKE_EVENTFD ? "epoll+eventfd" : "epoll+pipe";
 #else
-    return "poll+pipe";
+    return NEGSTREAM__WAKE_EVENTFD ? "poll+eventfd" : "poll+pipe";
 #endif
 }
 
@@ -371,23 +356,7 @@ static void heap_remove(negstream__poller *p, size_t i)
 
 static void wake_write(negstream__poller *p)
 {
-    ssize_t n;
-
-#ifdef USE_EVENTFD
-    {
-        uint64_t one = 1;
-
-        do
-            n = write(p->wake_w, &one, sizeof(one));
-        while (n < 0 && errno == EINTR);
-    }
-#else
-    do
-        n = write(p->wake_w, "", 1);
-    while (n < 0 && errno == EINTR);
-#endif
-    /* EAGAIN: the pipe is full, so it is readable anyway. */
-    (void)n;
+    negstream__wake_signal(&p->wake);
 }
 
 /* One write per sleep: later callers see wake_sent.  The thread clears it
@@ -403,19 +372,7 @@ static void wake_locked(negstream__poller *p)
 
 static void wake_drain(negstream__poller *p)
 {
-#ifdef USE_EVENTFD
-    uint64_t v;
-
-    while (read(p->wake_r, &v, sizeof(v)) < 0 && errno == EINTR)
-        ;
-#else
-    char buf[64];
-    ssize_t n;
-
-    do
-        n = read(p->wake_r, buf, sizeof(buf));
-    while (n > 0 || (n < 0 && errno == EINTR));
-#endif
+    negstream__wake_drain(&p->wake);
     p->wake_sent = false;
 }
 
@@ -716,7 +673,7 @@ static void retry_later(negstream__poller *p, negstream__job *refused)
         ;
     last->next = p->retry;
     p->retry = refused;
-    p->retry_at = negstream__now_ms() + RETRY_MS;
+    p->retry_at = negstream__mono_ms() + RETRY_MS;
 }
 
 /* ---- the thread --------------------------------------------------------- */
@@ -768,7 +725,7 @@ static void snapshot(negstream__poller *p)
         p->snap = p->next_snap;
         memset(&p->next_snap, 0, sizeof(p->next_snap));
     }
-    p->snap.fds[0].fd = p->wake_r;
+    p->snap.fds[0].fd = p->wake.r;
     p->snap.fds[0].events = POLLIN;
     p->snap.fds[0].revents = 0;
     p->snap.gen[0] = 0;
@@ -814,7 +771,7 @@ static void *poller_main(void *arg)
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
         fired.head = fired.tail = NULL;
-        now = negstream__now_ms();
+        now = negstream__mono_ms();
         expire(p, now, &fired);
         if (p->retry != NULL && now >= p->retry_at) {
             joblist_splice(&fired, p->retry);
@@ -881,37 +838,13 @@ static void close_kernel(negstream__poller *p)
 {
     if (p->epfd >= 0)
         close(p->epfd);
-    if (p->wake_r >= 0)
-        close(p->wake_r);
-    if (p->wake_w >= 0 && p->wake_w != p->wake_r)
-        close(p->wake_w);
-    p->epfd = p->wake_r = p->wake_w = -1;
+    negstream__wake_close(&p->wake);
+    p->epfd = -1;
 }
 
 static int open_wake(negstream__poller *p)
 {
-#ifdef USE_EVENTFD
-    p->wake_r = p->wake_w = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    return p->wake_r < 0 ? -1 : 0;
-#else
-    int fds[2], i;
-
-# ifdef HAVE_PIPE2
-    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
-        return -1;
-# else
-    if (pipe(fds) < 0)
-        return -1;
-    for (i = 0; i < 2; i++) {
-        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
-    }
-# endif
-    (void)i;
-    p->wake_r = fds[0];
-    p->wake_w = fds[1];
-    return 0;
-#endif
+    return negstream__wake_open(&p->wake);
 }
 
 /*
@@ -948,7 +881,7 @@ static int start_locked(negstream__poller *p, negstream_error *err)
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN;        /* level-triggered, never one-shot */
     ev.data.u64 = WAKE_TAG;
-    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake_r, &ev) < 0) {
+    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake.r, &ev) < 0) {
         negstream__err_sys(err, NEGSTREAM_E_NOMEM, errno,
                            "cannot watch the poller's wake-up fd");
         goto fail;
@@ -1012,7 +945,8 @@ negstream__poller *negstream__poller_new(negstream_pool *pool,
     pthread_mutex_init(&p->mu, NULL);
     p->pool = pool;
     p->refs = 1;
-    p->epfd = p->wake_r = p->wake_w = -1;
+    p->epfd = -1;
+    p->wake.r = p->wake.w = -1;
     p->free_head = REG_NONE;
     p->wait_until = INT64_MAX;
     pthread_mutex_lock(&p->mu);
@@ -1079,7 +1013,7 @@ int negstream__poller_arm(negstream__poller *p, negstream__pollfd *pfd,
                            "pool's poller (forget it first)", pfd->fd);
         goto out;
     }
-    if (deadline >= 0 && deadline <= negstream__now_ms()) {
+    if (deadline >= 0 && deadline <= negstream__mono_ms()) {
         /* Already past: fires at once, the fd is not even looked at. */
         w->job = job;
         w->fired = NEGSTREAM__FIRE_TIMEOUT;

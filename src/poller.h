@@ -79,8 +79,8 @@ void negstream__pollfd_init(negstream__pollfd *pfd, int fd);
 negstream__poller *negstream__pool_poller(negstream_pool *p,
                                           negstream_error *err);
 
-/* Milliseconds of CLOCK_MONOTONIC, the clock of every deadline. */
-int64_t negstream__now_ms(void);
+/* Every deadline is in milliseconds of CLOCK_MONOTONIC: negstream__mono_ms
+ * (util.h). */
 
 /*
  * Parks job on pfd's slot until one of 'events' is ready or 'deadline'

@@ -7,15 +7,16 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <unistd.h>
-#ifdef HAVE_EVENTFD
-# include <sys/eventfd.h>
-#endif
 
 #include "wake.h"
 
+#if NEGSTREAM__WAKE_EVENTFD
+# include <sys/eventfd.h>
+#endif
+
 int negstream__wake_open(negstream__wake *w)
 {
-#ifdef HAVE_EVENTFD
+#if NEGSTREAM__WAKE_EVENTFD
     int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 
     if (fd < 0)
@@ -50,7 +51,7 @@ void negstream__wake_signal(const negstream__wake *w)
 
     if (w->w < 0)
         return;
-#ifdef HAVE_EVENTFD
+#if NEGSTREAM__WAKE_EVENTFD
     {
         uint64_t one = 1;
 
@@ -69,6 +70,20 @@ void negstream__wake_signal(const negstream__wake *w)
 #endif
     /* EAGAIN: already readable, which is all we want. */
     (void)n;
+}
+
+void negstream__wake_drain(const negstream__wake *w)
+{
+    char buf[64];
+    ssize_t n;
+
+    if (w->r < 0)
+        return;
+    /* An eventfd gives its 8-byte count at once; a pipe may hold more
+     * bytes than one read takes.  Non-blocking: stops when empty. */
+    do
+        n = read(w->r, buf, sizeof(buf));
+    while (n > 0 || (n < 0 && errno == EINTR));
 }
 
 void negstream__wake_close(negstream__wake *w)

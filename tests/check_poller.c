@@ -6,7 +6,7 @@
  *
  * Built twice (Makefile.am): tests/check_poller with the library's backend
  * (epoll on Linux) and tests/check_poller_poll from the same sources with
- * NEGSTREAM_POLLER_FORCE_POLL and NEGSTREAM_POLLER_FORCE_PIPE (poll() and
+ * NEGSTREAM_POLLER_FORCE_POLL and NEGSTREAM_WAKE_FORCE_PIPE (poll() and
  * a wake-up pipe); test_backend checks which one runs.
  *
  * No KDC.  Waits have a generous guard (a hang fails the test rather than
@@ -36,6 +36,7 @@
 #include "negstream.h"
 #include "poller.h"
 #include "pool.h"
+#include "util.h"
 
 /* As in check_pool.c: under TSan a forked child of a threaded process
  * cannot start threads, so the child checks everything but that. */
@@ -99,7 +100,7 @@ static void pjob_run(negstream__job *job)
     pjob *j = (pjob *)job;
     tctx *c = j->c;
     int fired = negstream__pollfd_fired(j->pfd, j->slot);
-    int64_t now = negstream__now_ms();
+    int64_t now = negstream__mono_ms();
 
     pthread_mutex_lock(&c->mu);
     while (j->gated && !c->gate_open)
@@ -435,7 +436,7 @@ START_TEST(test_deadline)
     sockpair(sv);
     negstream__pollfd_init(&pfd, sv[0]);
     pjob_init(&j, &c, 1, &pfd, NEGSTREAM__SLOT_READ);
-    deadline = negstream__now_ms() + 150;
+    deadline = negstream__mono_ms() + 150;
     arm_ok(p, &j, POLLIN, deadline);
     ck_assert_msg(wait_ge(&c, &j.runs, 1), "no TIMEOUT");
     ck_assert_int_eq(j.fired, NEGSTREAM__FIRE_TIMEOUT);
@@ -445,7 +446,7 @@ START_TEST(test_deadline)
 
     /* Re-armed on the same slot: data well before the deadline. */
     pjob_init(&k, &c, 2, &pfd, NEGSTREAM__SLOT_READ);
-    arm_ok(p, &k, POLLIN, negstream__now_ms() + 60000);
+    arm_ok(p, &k, POLLIN, negstream__mono_ms() + 60000);
     put(sv[1], "x");
     ck_assert(wait_ge(&c, &k.runs, 1));
     ck_assert_int_eq(k.fired, NEGSTREAM__FIRE_READY);
@@ -455,7 +456,7 @@ START_TEST(test_deadline)
      * with nothing left armed. */
     negstream__pollfd_init(&bad, -1);
     pjob_init(&late, &c, 3, &bad, NEGSTREAM__SLOT_WRITE);
-    arm_ok(p, &late, POLLOUT, negstream__now_ms() - 1);
+    arm_ok(p, &late, POLLOUT, negstream__mono_ms() - 1);
     ck_assert(wait_ge(&c, &late.runs, 1));
     ck_assert_int_eq(late.fired, NEGSTREAM__FIRE_TIMEOUT);
     arm_ok(p, &late, POLLOUT, 0);
@@ -504,7 +505,7 @@ START_TEST(test_deadline_order)
     }
     /* Watch id fires at base + id * STEP; armed in random order, on both
      * slots of each fd (never ready: POLLIN, nothing is sent). */
-    base = negstream__now_ms() + 3000;
+    base = negstream__mono_ms() + 3000;
     for (i = 0; i < N; i++) {
         k = perm[i];
         pjob_init(&jobs[k], &c, k, &pfd[k / 2], k % 2);
@@ -519,7 +520,7 @@ START_TEST(test_deadline_order)
     }
     for (i = 0; i < N; i++)
         ran += !disarmed[i];
-    ck_assert_msg(negstream__now_ms() < base, "arming took over 3 s: the "
+    ck_assert_msg(negstream__mono_ms() < base, "arming took over 3 s: the "
                   "machine is too slow for this test's premise");
     ck_assert_uint_eq(negstream__poller_armed(p), (unsigned)ran);
     ck_assert_msg(wait_ge(&c, &c.total, ran), "seed %u: %d of %d fired",
@@ -561,7 +562,7 @@ START_TEST(test_disarm_before_fire)
     sockpair(sv);
     negstream__pollfd_init(&pfd, sv[0]);
     pjob_init(&j, &c, 1, &pfd, NEGSTREAM__SLOT_READ);
-    arm_ok(p, &j, POLLIN, negstream__now_ms() + 60000);
+    arm_ok(p, &j, POLLIN, negstream__mono_ms() + 60000);
     ck_assert(negstream__poller_disarm(p, &pfd, NEGSTREAM__SLOT_READ));
     ck_assert(!negstream__poller_disarm(p, &pfd, NEGSTREAM__SLOT_READ));
     ck_assert(!negstream__poller_disarm(p, &pfd, NEGSTREAM__SLOT_WRITE));
@@ -915,7 +916,7 @@ START_TEST(test_arm_errors)
     negstream__pollfd_init(&dead, sv[1]);
     close(sv[1]);
     ck_assert_int_eq(negstream__poller_arm(p, &dead, 0, POLLIN,
-                                           negstream__now_ms() + 60000,
+                                           negstream__mono_ms() + 60000,
                                            &j.job, &e), -1);
     ck_assert_int_eq(e.code, NEGSTREAM_E_IO);
     ck_assert_int_eq(e.sys_errno, EBADF);
@@ -1166,7 +1167,7 @@ START_TEST(test_pool_free_fires_shutdown)
         jobs[i].pool = pool;
         jobs[i].poller = p;
         arm_ok(p, &jobs[i], i % 2 ? POLLOUT : POLLIN,
-               i % 4 < 2 ? -1 : negstream__now_ms() + 60000);
+               i % 4 < 2 ? -1 : negstream__mono_ms() + 60000);
     }
     sleep_ms(NOT_YET_MS);
     ck_assert_int_eq(get(&c, &c.total), 0);
@@ -1365,7 +1366,7 @@ START_TEST(test_fork)
         sockpair(fork_sv[i]);
         negstream__pollfd_init(&fork_pfd[i], fork_sv[i][0]);
         pjob_init(&fork_jobs[i], &c, i, &fork_pfd[i], 0);
-        arm_ok(p, &fork_jobs[i], POLLIN, i == 2 ? negstream__now_ms()
+        arm_ok(p, &fork_jobs[i], POLLIN, i == 2 ? negstream__mono_ms()
                                                   + 60000 : -1);
     }
     pid = fork();
