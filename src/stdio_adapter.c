@@ -89,7 +89,7 @@ static void register_atfork(void)
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* ---- the errno table --------------------------------------------------- */
+/* ---- the errno table ---------------------------------------------------- */
 
 int negstream__status_errno(const negstream_error *e)
 {
@@ -127,7 +127,7 @@ int negstream__status_errno(const negstream_error *e)
     return EIO;
 }
 
-/* ---- the list of open cookies ------------------------------------------ */
+/* ---- the list of open cookies ------------------------------------------- */
 
 static void list_add(ns_file *nf)
 {
@@ -156,7 +156,7 @@ static void list_remove(ns_file *nf)
     pthread_mutex_unlock(&reg_mu);
 }
 
-/* ---- the hooks ----------------------------------------------------------- */
+/* ---- the hooks ---------------------------------------------------------- */
 
 /* Overwrites plaintext before its memory is freed; the compiler may not
  * drop the stores (the pointer is volatile). */
@@ -363,7 +363,7 @@ static FILE *open_cookie(ns_file *nf, int flags)
 
 #endif
 
-/* ---- the API ------------------------------------------------------------- */
+/* ---- the API ------------------------------------------------------------ */
 
 /* "r", "w", "r+"; a 'b' after the first letter is accepted and means
  * nothing (as in fopen on POSIX).  Returns the F_ flags, or 0. */

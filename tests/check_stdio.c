@@ -380,7 +380,7 @@ START_TEST(test_fgets_across_frames)
 }
 END_TEST
 
-/* ---- errors -------------------------------------------------------------- */
+/* ---- errors ------------------------------------------------------------- */
 
 /* The peer closes between frames: the end of the file, not an error. */
 START_TEST(test_peer_closes_is_eof)
@@ -718,7 +718,7 @@ START_TEST(test_arguments)
 }
 END_TEST
 
-/* ---- what fclose leaves -------------------------------------------------- */
+/* ---- what fclose leaves ------------------------------------------------- */
 
 /* fclose sends what is buffered and leaves the stream open: plain
  * negstream_write/read go on, and a new FILE can be opened. */
@@ -755,7 +755,7 @@ START_TEST(test_fclose_leaves_stream_usable)
 }
 END_TEST
 
-/* ---- "r+" and two FILEs ---------------------------------------------------- */
+/* ---- "r+" and two FILEs ------------------------------------------------- */
 
 static void *echo_rplus_main(void *p)
 {
