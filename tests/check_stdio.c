@@ -3,8 +3,9 @@
  * real MIT realm: lines written with fprintf come back exactly through
  * fgets, a full buffer or an fflush is one frame on the wire (counted on
  * the raw socket), large fwrites, lines across frames, the errno table
- * (peer gone, stream closed, not authenticated, fork), fclose leaving the
- * stream usable, "r+" request/response and two FILEs on one stream.
+ * (peer gone, stream closed, not authenticated, timeout, a read already
+ * pending, fork), fclose leaving the stream usable, "r+" request/response
+ * and two FILEs on one stream.
  * Run under tests/kdc/with-realm (tests/stdio.krb).
  */
 #include "config.h"
@@ -502,6 +503,58 @@ START_TEST(test_not_authenticated)
 }
 END_TEST
 
+/* A read timeout on a silent peer: ETIMEDOUT and NEGSTREAM_E_TIMEOUT. */
+START_TEST(test_read_timeout)
+{
+    negstream *c, *s;
+    negstream_error e;
+    FILE *f;
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    ck_assert_int_eq(negstream_set_timeouts(c, 100, -1, &e), 0);
+    f = negstream_fopen(c, "r");
+    ck_assert_ptr_nonnull(f);
+    errno = 0;
+    ck_assert_int_eq(fgetc(f), EOF);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert(ferror(f) && !feof(f));
+    expect_ferror(f, NEGSTREAM_E_TIMEOUT);
+    ck_assert_int_eq(fclose(f), 0);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
+/* A read of the stream already pending (negstream_begin_read): the FILE's
+ * read fails with EBUSY (NEGSTREAM_E_NOT_SUPPORTED) and takes nothing;
+ * the pending read gets the data. */
+START_TEST(test_read_already_pending)
+{
+    negstream *c, *s;
+    negstream_async *ar;
+    negstream_error e;
+    char buf[16];
+    FILE *f;
+
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    ar = negstream_begin_read(c, buf, sizeof(buf), 0, sizeof(buf), NULL,
+                              NULL, &e);
+    ck_assert_ptr_nonnull(ar);
+    f = negstream_fopen(c, "r");
+    ck_assert_ptr_nonnull(f);
+    errno = 0;
+    ck_assert_int_eq(fgetc(f), EOF);
+    ck_assert_int_eq(errno, EBUSY);
+    expect_ferror(f, NEGSTREAM_E_NOT_SUPPORTED);
+    tu_write_all(s, "data", 4);
+    ck_assert_int_eq(negstream_end_read(c, ar, &e), 4);
+    ck_assert_int_eq(memcmp(buf, "data", 4), 0);
+    ck_assert_int_eq(fclose(f), 0);
+    negstream_close(c);
+    negstream_close(s);
+}
+END_TEST
+
 struct blocked_fgets {
     pthread_t   t;
     FILE       *f;
@@ -900,6 +953,8 @@ static Suite *stdio_suite(void)
     tcase_add_test(t, test_peer_closes_inside_frame);
     tcase_add_test(t, test_write_to_closed_peer);
     tcase_add_test(t, test_not_authenticated);
+    tcase_add_test(t, test_read_timeout);
+    tcase_add_test(t, test_read_already_pending);
     tcase_add_test(t, test_stream_closed_under_file);
     tcase_add_test(t, test_fork);
     tcase_add_test(t, test_errno_table);
