@@ -340,25 +340,18 @@ static int hook_write(void *cookie, const char *buf, int size)
     return (int)file_write(cookie, buf, size > 0 ? (size_t)size : 0);
 }
 
-static fpos_t hook_seek(void *cookie, fpos_t offset, int whence)
-{
-    (void)cookie;
-    (void)offset;
-    (void)whence;
-    errno = ESPIPE;
-    return -1;
-}
-
 static int hook_close(void *cookie)
 {
     return file_close(cookie);
 }
 
+/* No seek function: the BSDs' fseek then fails with ESPIPE by itself
+ * (and their seek types differ: fpos_t on FreeBSD and macOS, off_t in
+ * libbsd). */
 static FILE *open_cookie(ns_file *nf, int flags)
 {
     return funopen(nf, (flags & F_READ) ? hook_read : NULL,
-                   (flags & F_WRITE) ? hook_write : NULL, hook_seek,
-                   hook_close);
+                   (flags & F_WRITE) ? hook_write : NULL, NULL, hook_close);
 }
 
 #endif
