@@ -204,7 +204,19 @@ static int serve(int lfd)
             owner[n++] = NULL;
         }
         for (i = 0; i < nconns; i++) {
-            pfd[n].fd = negstream_async_fd(conns[i]->ar);
+            int fd = negstream_async_fd(conns[i]->ar);
+
+            if (fd < 0) {
+                /* No descriptor (e.g. EMFILE): poll() would ignore a
+                 * negative fd and wait for ever.  Give this one up. */
+                perror("poll_fd: negstream_async_fd");
+                conn_free(conns[i]);
+                conns[i--] = conns[--nconns];
+                failed++;
+                finished++;
+                continue;
+            }
+            pfd[n].fd = fd;
             pfd[n].events = POLLIN;
             owner[n++] = conns[i];
         }

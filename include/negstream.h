@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -173,6 +174,18 @@ NEGSTREAM_API negstream_async *negstream_begin_read(negstream *s,
         negstream_callback cb, void *state, negstream_error *err);
 NEGSTREAM_API ssize_t negstream_end_read(negstream *s, negstream_async *ar,
         negstream_error *err);
+
+/* ---- stdio (negstream_fopen(3)) ---------------------------------------- */
+
+/* A FILE * over an authenticated stream, mode "r", "w" or "r+": fully
+ * buffered in 64512 bytes, so that a full buffer or an fflush is one
+ * frame; fclose flushes and leaves the stream open.  NULL with errno set
+ * on failure (as fdopen).  Failures of the FILE set errno (the table is
+ * in the page) and ferror(f); negstream_ferror copies the last one's
+ * negstream_error and returns 1, returns 0 if none, -1 if f is not an
+ * open FILE of negstream_fopen. */
+NEGSTREAM_API FILE *negstream_fopen(negstream *s, const char *mode);
+NEGSTREAM_API int negstream_ferror(FILE *f, negstream_error *err);
 
 /* ---- async results (IAsyncResult) ------------------------------------- */
 

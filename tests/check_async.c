@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -890,6 +891,42 @@ START_TEST(test_fd)
 }
 END_TEST
 
+/* With no descriptor left (EMFILE), negstream_async_fd returns -1 with
+ * errno set: the examples and pages check for it, because poll() ignores
+ * a negative fd and would wait for ever.  The result itself still works
+ * (wait, end), and a later call makes the fd once one is free. */
+START_TEST(test_fd_exhausted)
+{
+    struct rlimit old, low;
+    negstream_async *ar;
+    int fds[512], n = 0, fd, i;
+
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    if (low.rlim_cur == RLIM_INFINITY || low.rlim_cur > 256)
+        low.rlim_cur = 256;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    ar = new_ar(NULL, NULL, 0);
+    while (n < 512 && (fd = dup(0)) >= 0)
+        fds[n++] = fd;
+    ck_assert_msg(n < 512 && errno == EMFILE, "could not exhaust the fds");
+    errno = 0;
+    ck_assert_int_eq(negstream_async_fd(ar), -1);
+    ck_assert(errno == EMFILE || errno == ENFILE);
+    complete_ok(ar, 3, false);
+    ck_assert(negstream_async_wait(ar, 0));
+    close(fds[--n]);
+    close(fds[--n]);                /* an eventfd, or a pipe's two ends */
+    fd = negstream_async_fd(ar);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(fd_readable(fd));
+    ck_assert_int_eq(negstream__async_end(ar, NULL), 3);
+    for (i = 0; i < n; i++)
+        close(fds[i]);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+}
+END_TEST
+
 /* ---- reference counting under churn ------------------------------------- */
 
 /* Ends the result inside its own callback about half the time; the rest
@@ -944,6 +981,7 @@ static Suite *async_suite(void)
     tcase_add_test(t, test_wait_any_registration_race);
     tcase_add_test(t, test_wait_all);
     tcase_add_test(t, test_fd);
+    tcase_add_test(t, test_fd_exhausted);
     tcase_add_test(t, test_refcount_churn);
     suite_add_tcase(s, t);
     return s;

@@ -2,15 +2,23 @@
 # tests/man.sh - the manual is complete and clean.
 #
 #  1. Every symbol libnegstream.so exports (nm -D --defined-only) has a
-#     page that man(1) finds through MANPATH=$top_srcdir/man, .so link
-#     pages included, and that page renders without a warning.
+#     page that man(1) finds through MANPATH=$top_srcdir/man, and that
+#     page renders without a warning.
 #  2. Every page under man/ (man1, man3, man7) renders with
 #     "LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l"
-#     with nothing at all on standard error, and is not empty; the pages
-#     of man3 and man7 also fit in those 80 columns.
+#     run from the top of the source tree, as the README tells a reader
+#     to ("man -l man/man3/negstream_end_write.3"), with nothing at all on
+#     standard error, and is not empty; the pages of man3 and man7 also
+#     fit in those 80 columns.  So no page is a ".so" link: man -l
+#     resolves those from the current directory.
 #  3. Every page in man3 has the sections NAME, SYNOPSIS, DESCRIPTION,
 #     RETURN VALUE, ERRORS, THREAD SAFETY, EXAMPLE and SEE ALSO, and every
-#     function it names in NAME is declared in include/negstream.h.
+#     function it names in NAME is declared in include/negstream.h.  A
+#     companion page (a roff comment 'COMPANION-OF: man3/MAIN.3': one
+#     function that MAIN.3 documents in full) needs NAME, SYNOPSIS,
+#     DESCRIPTION, RETURN VALUE and SEE ALSO; MAIN.3 must be a full page
+#     that names the function in its NAME, and the companion's SEE ALSO
+#     names MAIN first.
 #  4. The example programs of the pages (the lines between the roff
 #     comments 'EXAMPLE-BEGIN' and 'EXAMPLE-END') compile with -Wall
 #     -Wextra -Werror against include/negstream.h, and link against the
@@ -19,9 +27,12 @@
 #     #include <negstream.h> (so they are the header's), and every
 #     function the page names has one.
 #  6. Every page is listed in man/Makefile.inc (installed, distributed).
+#  7. Installed by "make install-man DESTDIR=..." into a scratch
+#     directory, every exported symbol's page is found and renders
+#     without a warning with "man -M" on the installed tree.
 #
 # Environment: top_srcdir, top_builddir (exported by make check; default
-# "."), CC (default cc), NM (default nm).  Exit 0 or 1: missing tools are
+# "."), CC (default cc), NM (default nm), MAKE (default make).  Exit 0 or 1: missing tools are
 # a failure, not a skip (scripts/install-deps installs man-db and groff).
 #
 # Copyright (c) 2026 the libnegstream authors.  MIT licence (COPYING).
@@ -113,9 +124,10 @@ for page in "$mandir"/man1/*.1 "$mandir"/man3/*.3 "$mandir"/man7/*.7; do
     [ -f "$page" ] || continue
     npages=$((npages + 1))
     rel=${page#"$mandir"/}
-    # From the top of the tree, so that ".so man3/x.3" resolves.
-    if ! (cd "$mandir" && render -l "$rel"); then
-        fail "$rel: man -l failed: $(cat "$tmp/err")"
+    # From the top of the source tree, as a reader of the README would.
+    if ! (cd "$mandir/.." && render -l "man/$rel"); then
+        fail "man/$rel: man -l from the source root failed:" \
+            "$(cat "$tmp/err")"
         continue
     fi
     if [ -s "$tmp/err" ]; then
@@ -155,14 +167,39 @@ for page in "$mandir"/man3/*.3; do
     [ -f "$page" ] || continue
     rel=${page#"$mandir"/}
     if grep -q '^\.so ' "$page"; then
-        target=$(sed -n 's/^\.so //p' "$page")
-        [ -f "$mandir/$target" ] || fail "$rel: .so $target: no such page"
-        [ "$(grep -c . "$page")" -eq 1 ] ||
-            fail "$rel: a link page must hold the .so line only"
+        fail "$rel: a .so link page does not render with man -l from" \
+            "the source root; write a companion page (COMPANION-OF)"
         continue
     fi
-    for sec in NAME SYNOPSIS DESCRIPTION RETURN_VALUE ERRORS \
-               THREAD_SAFETY EXAMPLE SEE_ALSO; do
+    main=$(sed -n 's/^\.\\" COMPANION-OF: //p' "$page")
+    if [ -n "$main" ]; then
+        sections="NAME SYNOPSIS DESCRIPTION RETURN_VALUE SEE_ALSO"
+        if [ ! -f "$mandir/$main" ]; then
+            fail "$rel: COMPANION-OF $main: no such page"
+        elif grep -q '^\.\\" COMPANION-OF:' "$mandir/$main"; then
+            fail "$rel: COMPANION-OF $main, itself a companion page"
+        else
+            mainbase=$(basename "$main" .3)
+            sed -n '/^\.SH NAME/,/\\-/p' "$page" | sed 's/\\-.*//' |
+                grep -o 'negstream_[a-z_]*' | while read -r fn; do
+                    sed -n '/^\.SH NAME/,/\\-/p' "$mandir/$main" |
+                        sed 's/\\-.*//' | grep -qw "$fn" ||
+                        echo "$fn" >>"$tmp/orphans"
+                done
+            if [ -s "$tmp/orphans" ]; then
+                fail "$rel: $main does not name $(cat "$tmp/orphans")" \
+                    "in its NAME"
+                rm -f "$tmp/orphans"
+            fi
+            sed -n '/^\.SH "\{0,1\}SEE ALSO/,$p' "$page" | sed -n 2p |
+                grep -q "^\.BR $mainbase (3)" ||
+                fail "$rel: SEE ALSO does not start with $mainbase(3)"
+        fi
+    else
+        sections="NAME SYNOPSIS DESCRIPTION RETURN_VALUE ERRORS"
+        sections="$sections THREAD_SAFETY EXAMPLE SEE_ALSO"
+    fi
+    for sec in $sections; do
         sec=$(printf '%s' "$sec" | tr _ ' ')
         grep -q "^\.SH \"\{0,1\}$sec\"\{0,1\}\$" "$page" ||
             fail "$rel: no .SH $sec"
@@ -259,10 +296,48 @@ if [ -s "$tmp/missing" ]; then
         "$(tr '\n' ' ' <"$tmp/missing")"
 fi
 
+# ---- 7. the installed manual ----------------------------------------------
+
+# make install-man puts the pages where "make install" would, under a
+# scratch DESTDIR; man -M on that tree must find and render every page.
+inst=$tmp/inst
+if ! ${MAKE:-make} -s -C "$builddir" install-man DESTDIR="$inst" \
+        >"$tmp/install.out" 2>&1; then
+    fail "make install-man DESTDIR=$inst failed:"
+    sed 's/^/    /' "$tmp/install.out" >&2
+else
+    imandir=$(find "$inst" -type d -name man3 | head -n 1)
+    imandir=${imandir%/man3}
+    if [ -z "$imandir" ]; then
+        fail "make install-man installed no man3 directory under $inst"
+    else
+        ninst=0
+        while read -r sym; do
+            if ! render -M "$imandir" "$sym"; then
+                fail "installed $sym: man -M failed: $(cat "$tmp/err")"
+            elif [ -s "$tmp/err" ]; then
+                fail "installed $sym: man -M warns:"
+                sed 's/^/    /' "$tmp/err" >&2
+            elif ! grep -q "$sym" "$tmp/out"; then
+                fail "installed $sym: the page does not mention it"
+            else
+                ninst=$((ninst + 1))
+            fi
+        done <"$tmp/symbols"
+        for page in "$mandir"/man1/*.1 "$mandir"/man3/*.3 \
+                    "$mandir"/man7/*.7; do
+            rel=${page#"$mandir"/}
+            [ -f "$imandir/$rel" ] ||
+                fail "$rel is not installed (not in $imandir)"
+        done
+    fi
+fi
+
 if [ "$failures" -ne 0 ]; then
     echo "man.sh: $failures failure(s)" >&2
     exit 1
 fi
 echo "man.sh: $nsym symbols have pages, $npages pages render without" \
-    "warnings, $nex examples compile, $nproto SYNOPSIS prototypes match"
+    "warnings from the source root, $nex examples compile, $nproto" \
+    "SYNOPSIS prototypes match, ${ninst:-0} installed pages render"
 exit 0

@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -286,4 +288,45 @@ void tu_write_all(negstream *s, const void *buf, size_t n)
     ssize_t w = negstream_write(s, buf, n, 0, (ssize_t)n, &e);
 
     ck_assert_msg(w == (ssize_t)n, "write of %zu failed: %s", n, e.message);
+}
+
+/* The x86-64 and generic numbers of read, write, poll, writev, sendto,
+ * recvfrom, sendmsg, recvmsg and ppoll, in /proc/self/task/TID/syscall
+ * while the thread sleeps ('S' in its stat). */
+bool tu_blocked_in_io(long tid)
+{
+    static const long io_calls[] = {
+#ifdef SYS_poll
+        SYS_poll,
+#endif
+        SYS_read, SYS_write, SYS_writev, SYS_sendto, SYS_recvfrom,
+        SYS_sendmsg, SYS_recvmsg, SYS_ppoll
+    };
+    char path[64], line[512], *p, state = '?';
+    long nr = -1;
+    FILE *f;
+    size_t i;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%ld/stat", tid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    /* "pid (comm) S ...": comm may hold spaces, so find the last ')'. */
+    if (fgets(line, sizeof(line), f) != NULL
+        && (p = strrchr(line, ')')) != NULL && p[1] == ' ')
+        state = p[2];
+    fclose(f);
+    if (state != 'S')
+        return false;
+    snprintf(path, sizeof(path), "/proc/self/task/%ld/syscall", tid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    if (fscanf(f, "%ld", &nr) != 1)
+        nr = -1;
+    fclose(f);
+    for (i = 0; i < sizeof(io_calls) / sizeof(io_calls[0]); i++)
+        if (nr == io_calls[i])
+            return true;
+    return false;
 }

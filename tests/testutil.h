@@ -100,4 +100,9 @@ void tu_read_all(negstream *s, void *buf, size_t n);
 /* Writes all of buf, aborting on failure. */
 void tu_write_all(negstream *s, const void *buf, size_t n);
 
+/* True once thread tid (a gettid() value of this process) sleeps in one
+ * of the system calls a blocked read or write makes, as /proc tells: a
+ * test may then close the stream under it. */
+bool tu_blocked_in_io(long tid);
+
 #endif
