@@ -444,8 +444,14 @@ static int auth_step(negstream__op *o, negstream_error *err)
         else
             rc = negstream__gss_server_init(&s->gss, &a->sopt, err);
         wipe(a->strings, a->strings_len);
-        if (rc < 0)
+        if (rc < 0) {
+            NEGSTREAM__TRACE("handshake %s failed: %s: %s",
+                             o->kind == NEGSTREAM__OP_AUTH_CLIENT ? "client"
+                                                                  : "server",
+                             negstream_status_name(err->code),
+                             err->message);
             return STEP_FAIL;
+        }
         negstream__hs_start(&a->hs, &s->gss,
                             o->kind == NEGSTREAM__OP_AUTH_SERVER);
         a->gss_ready = true;
@@ -455,7 +461,12 @@ static int auth_step(negstream__op *o, negstream_error *err)
         return STEP_WANT_READ;
     if (rc == NEGSTREAM__HS_WANT_WRITE)
         return STEP_WANT_WRITE;
-    return rc < 0 ? STEP_FAIL : STEP_DONE;
+    if (rc < 0) {
+        NEGSTREAM__TRACE("handshake %s failed: %s: %s", a->hs.role,
+                         negstream_status_name(err->code), err->message);
+        return STEP_FAIL;
+    }
+    return STEP_DONE;
 }
 
 static int op_step(negstream__op *o, negstream_error *err)

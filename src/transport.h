@@ -15,10 +15,12 @@
  * no I/O can run on it any more.  It handles EINTR (retried), SIGPIPE
  * (MSG_NOSIGNAL on sockets; on other fds SIGPIPE is blocked in the calling
  * thread and one our write raised is consumed), and fds that cannot be
- * made non-blocking per call (pipes, ttys: poll with a zero timeout first,
- * then read what is there or write at most PIPE_BUF bytes, which fit once
- * poll says POLLOUT).  The fd's own O_NONBLOCK flag is never changed: it
- * belongs to the application.
+ * made non-blocking per call (pipes: poll with a zero timeout first, then
+ * read what is there or write at most PIPE_BUF bytes, which fit once poll
+ * says POLLOUT).  The fd's own O_NONBLOCK flag is never changed: it
+ * belongs to the application.  Other character devices (a tty) take the
+ * pipe path, but a tty may report POLLOUT and still block a write of
+ * PIPE_BUF bytes while nobody drains it; negstream_new(3) says so.
  */
 #ifndef NEGSTREAM_TRANSPORT_H
 #define NEGSTREAM_TRANSPORT_H

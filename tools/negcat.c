@@ -819,8 +819,11 @@ static negstream *open_stream(const struct opts *o, int fd)
         close(fd);
         return NULL;
     }
+    /* --timeout bounds the whole authentication too (the library's
+     * default for it is 60 s). */
     if (o->timeout_ms >= 0 &&
-        negstream_set_timeouts(s, o->timeout_ms, o->timeout_ms, &err) != 0) {
+        (negstream_set_timeouts(s, o->timeout_ms, o->timeout_ms, &err) != 0
+         || negstream_set_auth_timeout(s, o->timeout_ms, &err) != 0)) {
         report(&err, "setting the timeouts");
         negstream_close(s);
         return NULL;

@@ -212,6 +212,7 @@ static void achain_cb(negstream_async *ar)
 START_TEST(test_event_path_one_byte)
 {
     negstream_client_options co;
+    negstream_server_options so;
     negstream *c, *s;
     negstream_error e;
     negstream_async *ca, *sa, *wa;
@@ -233,7 +234,9 @@ START_TEST(test_event_path_one_byte)
     ck_assert_ptr_nonnull(s);
     tu_auth_init(&a, levels[_i % 3]);
     tu_client_options(&a, &co);
-    sa = negstream_begin_authenticate_as_server(s, NULL, NULL, NULL, &e);
+    negstream_server_options_init(&so);
+    so.protection = a.server_level;
+    sa = negstream_begin_authenticate_as_server(s, &so, NULL, NULL, &e);
     ck_assert_ptr_nonnull(sa);
     ca = negstream_begin_authenticate_as_client(c, &co, NULL, NULL, &e);
     ck_assert_ptr_nonnull(ca);
