@@ -961,8 +961,8 @@ out:
     else if (relaying && fd >= 0)
         close(fd);
     if (relaying) {
+        relay_stop(&rl);            /* joins the threads: rl.cut is final */
         put("cut", "%s", rl.cut ? "True" : "False");
-        relay_stop(&rl);
     }
     free(o.writes);
     if (rc != 0 && res_error[0] == '\0')

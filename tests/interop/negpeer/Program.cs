@@ -826,6 +826,7 @@ static class Program
         if (o.Hash)
             r.Put("recv_hash", rh.ToString("x16"));
         double t = Math.Max(writeDone, readDone);
+        r.Put("data_s", t.ToString("F3"));
         if (t > 0)
             r.Put("MBps", (Math.Max(got, sent) / 1e6 / t).ToString("F1"));
         if (o.Recv >= 0 && got != o.Recv && readErr == null)
