@@ -116,7 +116,9 @@ fail() {
     exit 1
 }
 
-# one KIND: one transfer; appends "MB/s" to $tmp/KIND.
+# one KIND: one transfer; appends "MB/s" to $tmp/KIND.  (The option
+# lists are split on purpose; "A && B || fail": fail exits.)
+# shellcheck disable=SC2015,SC2086
 one() {
     case $1 in
     net-net)
@@ -207,7 +209,7 @@ label() {
 echo
 echo "EncryptAndSign, $mib MiB, median of $runs (MB/s = 10^6 bytes/s):"
 for k in $kinds; do
-    printf '  %-38s %8s MB/s  (runs: %s)\n' "$(label $k)" \
+    printf '  %-38s %8s MB/s  (runs: %s)\n' "$(label "$k")" \
         "$(median "$tmp/$k")" "$(tr '\n' ' ' <"$tmp/$k" | sed 's/ $//')"
 done
 ratio() {

@@ -189,6 +189,7 @@ negpeer_start() {
     npid=$!
     exec 7>"$nfifo"
     ncount=0
+    # shellcheck disable=SC2034  # nport is for the callers
     case " $* " in
     *" server "*) wait_port "$nout" "$npid"; nport=$port ;;
     esac
@@ -337,14 +338,22 @@ acceptor_wait() {
 
 # ---- checks ----------------------------------------------------------------
 
+# (Parameter expansion only: the scripts call it thousands of times, and
+# a pipeline of four processes per call costs seconds on a busy machine.)
 get() {
     if [ "$1" = error ]; then
-        case $2 in *" error="*|error=*)
-            printf '%s\n' "$2" | sed 's/^\(.* \)\{0,1\}error=//' ;; esac
+        case $2 in
+        error=*) printf '%s\n' "${2#error=}" ;;
+        *" error="*) printf '%s\n' "${2#*" error="}" ;;
+        esac
         return
     fi
-    printf '%s\n' "$2" | sed 's/ error=.*//' | tr ' ' '\n' |
-        sed -n "s/^$1=//p" | head -n 1
+    _gl=" ${2%%" error="*}"
+    case $_gl in
+    *" $1="*)
+        _gv=${_gl#*" $1="}
+        printf '%s\n' "${_gv%% *}" ;;
+    esac
 }
 
 expect() {
