@@ -166,8 +166,11 @@ need_negpeer() {
     DOTNET_NOLOGO=1
     DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
     DOTNET_CLI_HOME=$bdir/negpeer-home
+    # no diagnostics IPC socket left in /tmp by a peer that was killed
+    DOTNET_EnableDiagnostics=0
     export DOTNET_CLI_TELEMETRY_OPTOUT DOTNET_NOLOGO \
-        DOTNET_SKIP_FIRST_TIME_EXPERIENCE DOTNET_CLI_HOME
+        DOTNET_SKIP_FIRST_TIME_EXPERIENCE DOTNET_CLI_HOME \
+        DOTNET_EnableDiagnostics
     # a write to a peer that died must fail, not kill the script
     trap '' PIPE
 }
