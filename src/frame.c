@@ -43,9 +43,17 @@ negstream__frame_rc negstream__hs_header_decode(
 void negstream__hs_error_encode(uint8_t out[NEGSTREAM__HS_ERROR_SIZE],
                                 uint32_t code)
 {
-    /* A 64-bit big-endian integer, the code zero-extended: what .NET
-     * Framework and .NET Core <= 7 send, and what every version reads. */
-    out[0] = out[1] = out[2] = out[3] = 0;
+    /* .NET reads the 8 bytes as a 64-bit integer and keeps its low 32
+     * bits: .NET Framework and .NET Core <= 7 read it big-endian (low
+     * half = bytes 4-7), .NET 8+ little-endian (low half = bytes 0-3).
+     * The code little-endian in bytes 0-3 and big-endian in bytes 4-7
+     * reads as the code in both (tests/interop/FINDINGS.md: a big-endian
+     * code alone reads as 0 in .NET 10, which then reports neither 1790
+     * nor logon denied). */
+    out[0] = (uint8_t)code;
+    out[1] = (uint8_t)(code >> 8);
+    out[2] = (uint8_t)(code >> 16);
+    out[3] = (uint8_t)(code >> 24);
     out[4] = (uint8_t)(code >> 24);
     out[5] = (uint8_t)(code >> 16);
     out[6] = (uint8_t)(code >> 8);

@@ -53,8 +53,10 @@ void negstream__hs_header_encode(uint8_t out[NEGSTREAM__HS_HEADER_SIZE],
 negstream__frame_rc negstream__hs_header_decode(
         const uint8_t in[NEGSTREAM__HS_HEADER_SIZE], negstream__hs_header *h);
 
-/* HandshakeError payload: 8 bytes, the code zero-extended, big-endian
- * (what .NET Framework and .NET Core <= 7 send). */
+/* HandshakeError payload: 8 bytes, the code little-endian in the first
+ * four and big-endian in the last four, so that both .NET readers (64-bit
+ * big-endian before .NET 8, little-endian since, truncated to 32 bits)
+ * get the code. */
 void negstream__hs_error_encode(uint8_t out[NEGSTREAM__HS_ERROR_SIZE],
                                 uint32_t code);
 

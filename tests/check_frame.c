@@ -144,10 +144,29 @@ END_TEST
 
 /* ---- HandshakeError payload --------------------------------------------- */
 
-START_TEST(hs_error_encode_big_endian)
+/* The code little-endian, then big-endian: a 64-bit big-endian reader
+ * (.NET <= 7) and a little-endian one (.NET 8+) that keep the low 32 bits
+ * both get the code. */
+static uint32_t low32_be(const uint8_t *p)
 {
-    static const uint8_t trust[] = { 0, 0, 0, 0, 0x00, 0x00, 0x06, 0xFE };
-    static const uint8_t denied[] = { 0, 0, 0, 0, 0x80, 0x09, 0x03, 0x0C };
+    return (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 |
+           (uint32_t)p[6] << 8 | (uint32_t)p[7];
+}
+
+static uint32_t low32_le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+START_TEST(hs_error_encode_both_orders)
+{
+    static const uint8_t trust[] = {
+        0xFE, 0x06, 0x00, 0x00, 0x00, 0x00, 0x06, 0xFE
+    };
+    static const uint8_t denied[] = {
+        0x0C, 0x03, 0x09, 0x80, 0x80, 0x09, 0x03, 0x0C
+    };
     uint8_t buf[NEGSTREAM__HS_ERROR_SIZE];
     uint32_t code = 0;
 
@@ -162,6 +181,11 @@ START_TEST(hs_error_encode_big_endian)
     ck_assert_int_eq(negstream__hs_error_decode(buf, sizeof(buf), &code),
                      NEGSTREAM__FRAME_OK);
     ck_assert_uint_eq(code, 0x80090304u);
+    ck_assert_uint_eq(low32_be(buf), 0x80090304u);
+    ck_assert_uint_eq(low32_le(buf), 0x80090304u);
+    negstream__hs_error_encode(buf, NEGSTREAM__ERR_TRUST_FAILURE);
+    ck_assert_uint_eq(low32_be(buf), 1790);
+    ck_assert_uint_eq(low32_le(buf), 1790);
 }
 END_TEST
 
@@ -899,7 +923,7 @@ static Suite *frame_suite(void)
     tcase_add_test(tc, hs_header_wire_bytes);
     tcase_add_test(tc, hs_header_unknown_ids);
     tcase_add_test(tc, hs_header_version_ignored);
-    tcase_add_test(tc, hs_error_encode_big_endian);
+    tcase_add_test(tc, hs_error_encode_both_orders);
     tcase_add_test(tc, hs_error_decode_both_orders);
     tcase_add_test(tc, hs_error_decode_extra_bytes);
     tcase_add_test(tc, hs_error_decode_short);

@@ -13,8 +13,9 @@
  *    encoder gives the same 5 bytes back for a version 1.0 header;
  *  - the decoder accepts exactly the ids 0x14, 0x15 and 0x16;
  *  - an error payload shorter than 8 bytes is SHORT with code 0; a
- *    big-endian one (first four bytes zero) re-encodes to itself; a
- *    little-endian one gives the low 32 bits of the 64-bit value.
+ *    big-endian one (first four bytes zero) gives its last four bytes; a
+ *    little-endian one gives the low 32 bits of the 64-bit value; the
+ *    decoded code re-encodes to a payload that decodes to it again.
  * A broken promise aborts, which libFuzzer reports as a crash.
  */
 #include "config.h"
@@ -52,12 +53,20 @@ static void check_error_payload(const uint8_t *p, size_t n)
     CHECK(rc == NEGSTREAM__FRAME_OK);
     if (p[0] == 0 && p[1] == 0 && p[2] == 0 && p[3] == 0) {
         /* Big-endian, as .NET Framework and .NET Core <= 7 send it. */
-        negstream__hs_error_encode(again, code);
-        CHECK(memcmp(again, p, NEGSTREAM__HS_ERROR_SIZE) == 0);
+        CHECK(code == ((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 |
+                       (uint32_t)p[6] << 8 | (uint32_t)p[7]));
     } else {
         /* Little-endian (.NET 8+): the low four bytes, in order. */
         CHECK(code == ((uint32_t)p[0] | (uint32_t)p[1] << 8 |
                        (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24));
+    }
+    if (code != 0) {
+        uint32_t back = 0;
+
+        negstream__hs_error_encode(again, code);
+        CHECK(negstream__hs_error_decode(again, NEGSTREAM__HS_ERROR_SIZE,
+                                         &back) == NEGSTREAM__FRAME_OK);
+        CHECK(back == code);
     }
 }
 

@@ -13,6 +13,14 @@
 #   dotnet_client NAME ARGS...   run NegClient.dll ARGS; sets $COUT, $CRC
 #   acceptor NAME ARGS...  start nns_acceptor.py ARGS; sets $port
 #   acceptor_wait          sets $AOUT, $ARC
+# The modern .NET peer (negpeer, tests/interop/negpeer; one process serves
+# many cases, each a line of options written to its standard input):
+#   need_negpeer           build it (once per build tree) or skip/fail
+#   negpeer_start NAME [--managed-ntlm] server|client
+#                          start it; a server sets $port (and $nport)
+#   negpeer_send ARGS...   give it the next case
+#   negpeer_result         wait for that case's result line: $NOUT
+#   negpeer_stop           end it (EOF on its input) and reap it
 # Checks, collected per case and reported by verdict:
 #   expect WHAT ACTUAL WANTED, expect_match WHAT ACTUAL GLOB, verdict CASE
 #   get KEY LINE           the value of KEY in a result line ("error": the
@@ -43,7 +51,7 @@ run_peer() {
     fi
 }
 bdir=$top_builddir/tests/interop
-spid='' apid=''
+spid='' apid='' npid=''
 npass=0 nfail=0 fails=''
 
 log() { printf '%s: %s\n' "$me" "$*" >&2; }
@@ -58,11 +66,11 @@ missing() {
 
 # shellcheck disable=SC2317  # called from the trap
 interop_cleanup() {
-    for _p in $spid $apid; do
+    for _p in $spid $apid $npid; do
         kill -TERM "$_p" 2>/dev/null
         wait "$_p" 2>/dev/null
     done
-    spid='' apid=''
+    spid='' apid='' npid=''
 }
 trap interop_cleanup EXIT
 trap 'interop_cleanup; exit 130' INT
@@ -118,6 +126,109 @@ dotnet_client() {
     CRC=$?
     printf '  client (rc=%s): %s\n' "$CRC" "$COUT"
     show "$tmp/$_n.cli.err"
+}
+
+# ---- the modern .NET peer (negpeer) ---------------------------------------
+
+# need_negpeer: the .NET SDK and negpeer.dll (tests/interop/build-negpeer:
+# built once per build tree, under a lock).  Without dotnet the tests skip
+# (77) with one line saying why, except on CI (CI=true), where the modern
+# .NET peer is required and its absence is a hard error (99).
+need_negpeer() {
+    DOTNET=${DOTNET:-dotnet}
+    if ! command -v "$DOTNET" >/dev/null 2>&1; then
+        if [ "${CI:-}" = true ]; then
+            log "dotnet not found: CI requires the modern .NET interop" \
+                "tests (install the .NET SDK 8 or later)"
+            exit 99
+        fi
+        echo "$me: SKIP: dotnet not found on PATH; install the .NET SDK" \
+            "(8 or later) to run the modern .NET interop tests"
+        exit 77
+    fi
+    command -v flock >/dev/null 2>&1 || missing "flock not found"
+    command -v mkfifo >/dev/null 2>&1 || missing "mkfifo not found"
+    negdll=$(sh "$interop_src/build-negpeer" "$interop_src" "$bdir")
+    _rc=$?
+    case $_rc in
+    0) ;;
+    3)
+        if [ "${CI:-}" = true ]; then
+            log "no usable .NET SDK: CI requires the modern .NET tests"
+            exit 99
+        fi
+        echo "$me: SKIP: no usable .NET SDK (see above)"
+        exit 77 ;;
+    *) log "build-negpeer failed"; exit 99 ;;
+    esac
+    # the runtime's own files stay in the build tree as well
+    DOTNET_CLI_TELEMETRY_OPTOUT=1
+    DOTNET_NOLOGO=1
+    DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+    DOTNET_CLI_HOME=$bdir/negpeer-home
+    # no diagnostics IPC socket left in /tmp by a peer that was killed
+    DOTNET_EnableDiagnostics=0
+    export DOTNET_CLI_TELEMETRY_OPTOUT DOTNET_NOLOGO \
+        DOTNET_SKIP_FIRST_TIME_EXPERIENCE DOTNET_CLI_HOME \
+        DOTNET_EnableDiagnostics
+    # a write to a peer that died must fail, not kill the script
+    trap '' PIPE
+}
+
+NEGPEER_LIMIT=${NEGTEST_NEGPEER_LIMIT:-1200}   # one negpeer process, s
+
+# negpeer_start NAME [GLOBAL...] ROLE: its cases come from a fifo on fd 7.
+negpeer_start() {
+    _nn=$1
+    shift
+    nfifo=$tmp/$_nn.fifo
+    nout=$tmp/$_nn.net
+    nerr=$tmp/$_nn.net.err
+    rm -f "$nfifo" "$nout"
+    mkfifo "$nfifo" || exit 99
+    printf '+ negpeer %s\n' "$*"
+    timeout -k 5 "$NEGPEER_LIMIT" "$DOTNET" "$negdll" "$@" <"$nfifo" \
+        >"$nout" 2>"$nerr" &
+    npid=$!
+    exec 7>"$nfifo"
+    ncount=0
+    # shellcheck disable=SC2034  # nport is for the callers
+    case " $* " in
+    *" server "*) wait_port "$nout" "$npid"; nport=$port ;;
+    esac
+}
+
+negpeer_send() {
+    printf '+ negpeer case: %s\n' "$*"
+    printf '%s\n' "$*" >&7 || log "negpeer (pid $npid) is not reading"
+}
+
+# negpeer_result: the next "case=" line, within WAIT_LIMIT seconds.
+negpeer_result() {
+    ncount=$((ncount + 1))
+    _i=0
+    while [ "$(grep -c '^case=' "$nout")" -lt "$ncount" ]; do
+        _i=$((_i + 1))
+        if ! kill -0 "$npid" 2>/dev/null ||
+           [ $_i -gt $((WAIT_LIMIT * 20)) ]; then
+            NOUT="case=? rc=1 error=negpeer gave no result (exited or"
+            NOUT="$NOUT timed out)"
+            printf '  .NET: %s\n' "$NOUT"
+            show "$nerr"
+            return
+        fi
+        sleep 0.05
+    done
+    NOUT=$(grep '^case=' "$nout" | sed -n "${ncount}p")
+    printf '  .NET: %s\n' "$NOUT"
+}
+
+negpeer_stop() {
+    exec 7>&-
+    reap "$npid"
+    npid=''
+    show "$nerr"
+    [ "$_rc" -eq 0 ] || log "negpeer exited with status $_rc"
 }
 
 # ---- our peer --------------------------------------------------------------
@@ -230,14 +341,22 @@ acceptor_wait() {
 
 # ---- checks ----------------------------------------------------------------
 
+# (Parameter expansion only: the scripts call it thousands of times, and
+# a pipeline of four processes per call costs seconds on a busy machine.)
 get() {
     if [ "$1" = error ]; then
-        case $2 in *" error="*|error=*)
-            printf '%s\n' "$2" | sed 's/^\(.* \)\{0,1\}error=//' ;; esac
+        case $2 in
+        error=*) printf '%s\n' "${2#error=}" ;;
+        *" error="*) printf '%s\n' "${2#*" error="}" ;;
+        esac
         return
     fi
-    printf '%s\n' "$2" | sed 's/ error=.*//' | tr ' ' '\n' |
-        sed -n "s/^$1=//p" | head -n 1
+    _gl=" ${2%%" error="*}"
+    case $_gl in
+    *" $1="*)
+        _gv=${_gl#*" $1="}
+        printf '%s\n' "${_gv%% *}" ;;
+    esac
 }
 
 expect() {
@@ -249,6 +368,16 @@ expect_match() {
     # shellcheck disable=SC2254
     case $2 in $3) ;; *) fails="$fails
     $1: got '$2', want '$3'" ;; esac
+}
+
+# expect_ge WHAT ACTUAL MIN: an integer at least MIN.
+expect_ge() {
+    case $2 in
+    ''|*[!0-9]*) fails="$fails
+    $1: got '$2', want a number >= $3" ;;
+    *) [ "$2" -ge "$3" ] || fails="$fails
+    $1: got '$2', want >= $3" ;;
+    esac
 }
 
 expect_no_match() {

@@ -24,15 +24,29 @@
  *   --user U --domain D --password P        client: explicit credentials
  *   --timeout SECONDS     accept and socket I/O timeout (default 60), so a
  *                         failed peer shows as an error, never as a hang
+ *   --impersonation L     client: allowed level; server: required level
+ *                         (Identification, Impersonation, Delegation)
  *   --send-small          one negstream_begin_write of a short text
  *   --send-big N          one negstream_begin_write of N bytes
+ *   --writes LIST         then one negstream_begin_write per size, in
+ *                         order: "0,1,64512" or "512x5" (five of 512)
  *   --send-stream N       N bytes as a chain of negstream_begin_write calls,
  *                         each issued from the previous one's callback
  *   --chunk N             write size of --send-stream (default 262144)
  *   --recv N              read exactly N bytes, then stop reading (default:
  *                         the server reads to EOF, the client reads nothing)
+ *   --recv-eof            read until the end of the stream (the client too)
  *   --echo                server: write every message back as it arrives
  *   --no-hash             skip the hashes (bench/dotnet.sh)
+ *   --delay-ms N          sleep N ms after authenticating, before the data
+ *   --drop-after-bytes N  test mode: cut the connection once N bytes of
+ *                         ours (handshake included) have gone out
+ *   --drop-data-after N   test mode: the same, counting from the end of
+ *                         the authentication (N bytes of data phase)
+ *                         Both put a relay thread between the stream and
+ *                         the socket (a socketpair), which writes only the
+ *                         bytes before the cut and then shuts the socket
+ *                         down: the peer sees its end in mid-message.
  *
  * The writes run on the library's worker pool (begin_write/end_write, the
  * callback issuing the next write) while the main thread reads, so both
@@ -53,6 +67,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,6 +113,11 @@ typedef struct options {
     bool send_small, echo, hash;
     long long send_big, send_stream, recv;
     size_t chunk;
+    negstream_impersonation impersonation;
+    bool impersonation_set, recv_eof;
+    long long *writes;          /* --writes: sizes, in order */
+    size_t nwrites;
+    long long delay_ms, drop_after, drop_data_after;
 } options;
 
 /* The result line: keys in the order they are first set. */
@@ -202,10 +222,13 @@ typedef struct writer {
     size_t small_len;
     unsigned char *big;
     size_t big_len;
+    const long long *writes;    /* --writes, from 'wbuf' */
+    size_t nwrites, wi;
+    unsigned char *wbuf;
     unsigned char *chunk;
     size_t chunk_len;
     long long stream_left;
-    int step;                   /* 0 small, 1 big, 2 stream, 3 finished */
+    int step;          /* 0 small, 1 big, 2 writes, 3 stream, 4 finished */
     const unsigned char *cur;   /* the write in flight */
     size_t cur_len;
     /* results, read by main() once 'done' is set */
@@ -234,7 +257,7 @@ static void writer_next(writer *w)
     negstream_async *ar;
 
     w->cur = NULL;
-    while (w->cur == NULL && w->step < 3) {
+    while (w->cur == NULL && w->step < 4) {
         if (w->step == 0 && w->small != NULL) {
             w->cur = w->small;
             w->cur_len = w->small_len;
@@ -243,14 +266,18 @@ static void writer_next(writer *w)
             w->cur = w->big;
             w->cur_len = w->big_len;
             w->step = 2;
-        } else if (w->step <= 2 && w->stream_left > 0) {
+        } else if (w->step <= 2 && w->wi < w->nwrites) {
+            w->cur = w->wbuf;
+            w->cur_len = (size_t)w->writes[w->wi++];
+            w->step = 2;
+        } else if (w->step <= 3 && w->stream_left > 0) {
             w->cur = w->chunk;
             w->cur_len = w->stream_left < (long long)w->chunk_len
                 ? (size_t)w->stream_left : w->chunk_len;
             w->stream_left -= (long long)w->cur_len;
-            w->step = 2;
-        } else {
             w->step = 3;
+        } else {
+            w->step = 4;
         }
     }
     if (w->cur == NULL) {
@@ -308,6 +335,42 @@ static long long count_arg(int argc, char **argv, int *i)
     return n;
 }
 
+/* "0,1,64512" or "512x5,1": the sizes of --writes. */
+static void writes_arg(options *o, const char *list)
+{
+    const char *p = list;
+    char *end;
+    long long n, times, k;
+
+    while (*p != '\0') {
+        errno = 0;
+        n = strtoll(p, &end, 10);
+        if (errno != 0 || end == p || n < 0 || n > (1LL << 30))
+            usage("--writes: sizes of 0 to 2^30, comma-separated");
+        times = 1;
+        if (*end == 'x') {
+            p = end + 1;
+            times = strtoll(p, &end, 10);
+            if (end == p || times < 1 || times > 100000)
+                usage("--writes: SIZExCOUNT, COUNT 1 to 100000");
+        }
+        if (*end != ',' && *end != '\0')
+            usage("--writes: sizes of 0 to 2^30, comma-separated");
+        for (k = 0; k < times; k++) {
+            long long *nw = realloc(o->writes,
+                                    (o->nwrites + 1) * sizeof(*nw));
+
+            if (nw == NULL) {
+                fprintf(stderr, "nns_peer: out of memory\n");
+                exit(1);
+            }
+            o->writes = nw;
+            o->writes[o->nwrites++] = n;
+        }
+        p = *end == ',' ? end + 1 : end;
+    }
+}
+
 static const char *str_arg(int argc, char **argv, int *i)
 {
     if (*i + 1 >= argc)
@@ -326,6 +389,7 @@ static void parse(int argc, char **argv, options *o)
     o->timeout_s = 60;
     o->hash = true;
     o->send_big = o->send_stream = o->recv = -1;
+    o->drop_after = o->drop_data_after = -1;
     o->chunk = 256 * 1024;
     if (argc < 2)
         usage(NULL);
@@ -369,6 +433,26 @@ static void parse(int argc, char **argv, options *o)
             o->password = str_arg(argc, argv, &i);
         } else if (strcmp(a, "--timeout") == 0) {
             o->timeout_s = (int)count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--impersonation") == 0) {
+            p = str_arg(argc, argv, &i);
+            o->impersonation_set = true;
+            if (strcmp(p, "Identification") == 0)
+                o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
+            else if (strcmp(p, "Impersonation") == 0)
+                o->impersonation = NEGSTREAM_IMPERSONATION_IMPERSONATION;
+            else if (strcmp(p, "Delegation") == 0)
+                o->impersonation = NEGSTREAM_IMPERSONATION_DELEGATION;
+            else
+                usage("--impersonation: Identification, Impersonation or "
+                      "Delegation");
+        } else if (strcmp(a, "--writes") == 0) {
+            writes_arg(o, str_arg(argc, argv, &i));
+        } else if (strcmp(a, "--delay-ms") == 0) {
+            o->delay_ms = count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--drop-after-bytes") == 0) {
+            o->drop_after = count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--drop-data-after") == 0) {
+            o->drop_data_after = count_arg(argc, argv, &i);
         } else if (strcmp(a, "--send-small") == 0) {
             o->send_small = true;
         } else if (strcmp(a, "--send-big") == 0) {
@@ -379,6 +463,8 @@ static void parse(int argc, char **argv, options *o)
             o->chunk = (size_t)count_arg(argc, argv, &i);
         } else if (strcmp(a, "--recv") == 0) {
             o->recv = count_arg(argc, argv, &i);
+        } else if (strcmp(a, "--recv-eof") == 0) {
+            o->recv_eof = true;
         } else if (strcmp(a, "--echo") == 0) {
             o->echo = true;
         } else if (strcmp(a, "--no-hash") == 0) {
@@ -394,8 +480,11 @@ static void parse(int argc, char **argv, options *o)
         usage("--echo is a server option");
     /* one write may be pending at a time: the echo writes and the
      * writer chain would collide */
-    if (o->echo && (o->send_small || o->send_big >= 0 || o->send_stream >= 0))
-        usage("--echo excludes the --send options");
+    if (o->echo && (o->send_small || o->send_big >= 0 ||
+                    o->send_stream >= 0 || o->nwrites > 0))
+        usage("--echo excludes the --send options and --writes");
+    if (o->drop_after >= 0 && o->drop_data_after >= 0)
+        usage("--drop-after-bytes and --drop-data-after exclude each other");
 }
 
 /* ---- sockets ------------------------------------------------------------ */
@@ -467,6 +556,161 @@ static int connect_to(const options *o)
     return fd;
 }
 
+/* ---- test mode: a relay that cuts the connection ----------------------- */
+
+/* The stream gets one end of a socketpair; 'up' copies what it writes to
+ * the socket, 'down' the other way.  Once 'limit' bytes of the stream's
+ * output have been read ('taken'), the rest of that read is dropped and
+ * the socket shut down, so the peer sees the connection end inside a
+ * message.  'up' reads only with the lock held (after poll), so that
+ * taken + the bytes still queued in the socketpair is, under the lock, all
+ * the stream has written: relay_arm counts from there. */
+typedef struct relay {
+    int net, lib, stream_fd;
+    pthread_t up, down;
+    bool up_started, down_started;
+    pthread_mutex_t mu;
+    long long taken, limit;     /* limit < 0: none */
+    bool cut;
+} relay;
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static void *relay_up(void *arg)
+{
+    relay *r = arg;
+    unsigned char buf[16384];
+    struct pollfd p;
+
+    p.fd = r->lib;
+    p.events = POLLIN;
+    for (;;) {
+        ssize_t n;
+        size_t keep;
+        bool cut = false;
+
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        pthread_mutex_lock(&r->mu);
+        n = recv(r->lib, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            pthread_mutex_unlock(&r->mu);
+            continue;
+        }
+        keep = n > 0 ? (size_t)n : 0;
+        if (n > 0 && r->limit >= 0 && r->taken + n >= r->limit) {
+            keep = (size_t)(r->limit - r->taken);
+            cut = r->cut = true;
+        }
+        if (n > 0)
+            r->taken += n;
+        pthread_mutex_unlock(&r->mu);
+        if (n <= 0) {
+            shutdown(r->net, SHUT_WR);      /* the stream was closed */
+            break;
+        }
+        if (write_all(r->net, buf, keep) < 0 || cut) {
+            shutdown(r->net, SHUT_RDWR);
+            shutdown(r->lib, SHUT_RDWR);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void *relay_down(void *arg)
+{
+    relay *r = arg;
+    unsigned char buf[16384];
+
+    for (;;) {
+        ssize_t n = recv(r->net, buf, sizeof(buf), 0);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || write_all(r->lib, buf, (size_t)n) < 0)
+            break;
+    }
+    shutdown(r->lib, SHUT_WR);
+    return NULL;
+}
+
+/* Starts the relay on the connected socket 'fd'; returns the fd to give
+ * the stream, or -1.  limit: bytes of output before the cut, or -1. */
+static int relay_start(relay *r, int fd, long long limit)
+{
+    int sv[2];
+
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_init(&r->mu, NULL);
+    r->net = fd;
+    r->lib = r->stream_fd = -1;
+    r->limit = limit;
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        perror("nns_peer: socketpair");
+        return -1;
+    }
+    r->stream_fd = sv[0];
+    r->lib = sv[1];
+    r->up_started = pthread_create(&r->up, NULL, relay_up, r) == 0;
+    r->down_started = pthread_create(&r->down, NULL, relay_down, r) == 0;
+    if (!r->up_started || !r->down_started) {
+        /* wake the one that started: relay_stop joins it */
+        fprintf(stderr, "nns_peer: cannot start the relay threads\n");
+        shutdown(r->lib, SHUT_RDWR);
+        shutdown(r->net, SHUT_RDWR);
+        return -1;
+    }
+    return sv[0];
+}
+
+/* From now on, cut after n more bytes of the stream's output. */
+static void relay_arm(relay *r, long long n)
+{
+    int queued = 0;
+
+    pthread_mutex_lock(&r->mu);
+    if (ioctl(r->lib, FIONREAD, &queued) < 0)
+        queued = 0;
+    r->limit = r->taken + queued + n;
+    if (queued == 0 && n == 0) {        /* cut now: nothing more goes */
+        r->cut = true;
+        shutdown(r->net, SHUT_RDWR);
+        shutdown(r->lib, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* After the stream is closed: the relay ends, the sockets are closed. */
+static void relay_stop(relay *r)
+{
+    if (r->up_started)
+        pthread_join(r->up, NULL);
+    shutdown(r->net, SHUT_RDWR);
+    if (r->down_started)
+        pthread_join(r->down, NULL);
+    if (r->lib >= 0)
+        close(r->lib);
+    close(r->net);
+    pthread_mutex_destroy(&r->mu);
+}
+
 /* ---- the session -------------------------------------------------------- */
 
 static const char *imp_name(negstream_impersonation i)
@@ -493,6 +737,8 @@ static int authenticate(negstream *s, const options *o)
         so.protection = o->protection;
         so.service_name = o->service;
         so.mechanism = o->mech;
+        if (o->impersonation_set)
+            so.impersonation = o->impersonation;
         r = negstream_authenticate_as_server(s, &so, &e);
     } else {
         negstream_client_options co;
@@ -504,6 +750,8 @@ static int authenticate(negstream *s, const options *o)
         co.user = o->user;
         co.domain = o->domain;
         co.password = o->password;
+        if (o->impersonation_set)
+            co.impersonation = o->impersonation;
         r = negstream_authenticate_as_client(s, &co, &e);
     }
     put("authenticated", "%s", negstream_is_authenticated(s) ? "True"
@@ -590,13 +838,25 @@ static int session(negstream *s, const options *o)
         w.big = pattern((size_t)o->send_big);
         w.big_len = (size_t)o->send_big;
     }
+    if (o->nwrites > 0) {
+        long long max = 0;
+        size_t k;
+
+        for (k = 0; k < o->nwrites; k++)
+            if (o->writes[k] > max)
+                max = o->writes[k];
+        w.writes = o->writes;
+        w.nwrites = o->nwrites;
+        w.wbuf = pattern((size_t)max);
+    }
     if (o->send_stream > 0) {
         w.stream_left = o->send_stream;
         w.chunk_len = o->send_stream < (long long)o->chunk
             ? (size_t)o->send_stream : o->chunk;
         w.chunk = pattern(w.chunk_len);
     }
-    writing = w.small != NULL || w.big != NULL || w.chunk != NULL;
+    writing = w.small != NULL || w.big != NULL || w.nwrites > 0 ||
+              w.chunk != NULL;
 
     t0 = now();
     if (writing)
@@ -604,7 +864,7 @@ static int session(negstream *s, const options *o)
     /* The server reads to EOF unless told otherwise; the client reads only
      * what it was told to expect (it closes when done, which is the
      * server's EOF). */
-    if (o->server || o->recv >= 0)
+    if (o->server || o->recv >= 0 || o->recv_eof)
         rc = read_all(s, o, o->recv, &got, &rh);
     if (writing) {
         pthread_mutex_lock(&w.mu);
@@ -635,6 +895,7 @@ static int session(negstream *s, const options *o)
         rc = -1;
     }
     free(w.big);
+    free(w.wbuf);
     free(w.chunk);
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
@@ -646,6 +907,8 @@ int main(int argc, char **argv)
     options o;
     negstream *s = NULL;
     negstream_error e;
+    relay rl;
+    bool relaying = false;
     int fd, rc = 1;
 
     parse(argc, argv, &o);
@@ -654,6 +917,16 @@ int main(int argc, char **argv)
         put("authenticated", "False");
         snprintf(res_error, sizeof(res_error), "no connection");
         goto out;
+    }
+    if (o.drop_after >= 0 || o.drop_data_after >= 0) {
+        relaying = true;
+        fd = relay_start(&rl, fd, o.drop_after);
+        if (fd < 0) {
+            if (rl.stream_fd >= 0)
+                close(rl.stream_fd);
+            snprintf(res_error, sizeof(res_error), "relay failed");
+            goto out;
+        }
     }
     s = negstream_new(fd, false, &e);
     if (s == NULL) {
@@ -669,12 +942,29 @@ int main(int argc, char **argv)
     }
     if (authenticate(s, &o) < 0)
         goto out;
+    if (relaying && o.drop_data_after >= 0)
+        relay_arm(&rl, o.drop_data_after);
+    if (o.delay_ms > 0) {
+        struct timespec ts;
+
+        ts.tv_sec = (time_t)(o.delay_ms / 1000);
+        ts.tv_nsec = (long)(o.delay_ms % 1000) * 1000000L;
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+    }
     if (session(s, &o) < 0)
         goto out;
     rc = 0;
 out:
     if (s != NULL)
         negstream_close(s);
+    else if (relaying && fd >= 0)
+        close(fd);
+    if (relaying) {
+        relay_stop(&rl);            /* joins the threads: rl.cut is final */
+        put("cut", "%s", rl.cut ? "True" : "False");
+    }
+    free(o.writes);
     if (rc != 0 && res_error[0] == '\0')
         snprintf(res_error, sizeof(res_error), "failed");
     print_result();
