@@ -32,7 +32,7 @@
 #include "trace.h"
 #include "util.h"
 
-enum { PH_STEP = 0, PH_SEND, PH_RECV, PH_SEND_ERROR, PH_END };
+enum { PH_STEP = 0, PH_SEND, PH_RECV, PH_SEND_ERROR, PH_FAILED, PH_END };
 
 static const char *id_text(uint8_t id)
 {
@@ -108,10 +108,17 @@ static void fail_with_error_msg(negstream__hs *x, const negstream_error *why)
                   &ignored) < 0) {
         NEGSTREAM__TRACE("handshake %s: could not send the error message: "
                          "%s", x->role, ignored.message);
-        x->phase = PH_END;
+        x->phase = PH_FAILED;
         return;
     }
     x->phase = PH_SEND_ERROR;
+}
+
+void negstream__hs_start_failed(negstream__hs *x, negstream__gss *g,
+                                bool server, const negstream_error *why)
+{
+    negstream__hs_start(x, g, server);
+    fail_with_error_msg(x, why);
 }
 
 /* The message received, then freed: x->in, x->r.len bytes. */
@@ -357,7 +364,7 @@ int negstream__hs_run(negstream__hs *x, negstream__transport *t,
                     NEGSTREAM__TRACE("handshake %s: sent error message",
                                      x->role);
                 negstream__err_copy(err, &x->failure);
-                x->phase = PH_END;
+                x->phase = PH_FAILED;
                 return -1;
             }
             if (rc < 0) {
@@ -376,6 +383,9 @@ int negstream__hs_run(negstream__hs *x, negstream__transport *t,
             if (rc < 0 || on_message(x, err) < 0)
                 return -1;
             break;
+        case PH_FAILED:
+            negstream__err_copy(err, &x->failure);
+            return -1;
         default:
             NEGSTREAM__TRACE("handshake %s: authenticated%s%s", x->role,
                              x->g->peer_name != NULL ? " " : "",

@@ -44,6 +44,12 @@ typedef struct negstream__hs {
  * negstream__gss_client_init / _server_init). */
 void negstream__hs_start(negstream__hs *x, negstream__gss *g, bool server);
 
+/* Prepares a handshake that failed before its first message (the GSS
+ * set-up: credentials, names): run sends the peer an error message for
+ * 'why', as .NET does, then returns -1 with 'why'. */
+void negstream__hs_start_failed(negstream__hs *x, negstream__gss *g,
+                                bool server, const negstream_error *why);
+
 /* Runs until done (0), or until the transport would block
  * (NEGSTREAM__HS_WANT_READ / _WANT_WRITE), or fails (-1 with err:
  * NEGSTREAM_E_AUTHENTICATION (also for an end of stream between messages,

@@ -444,16 +444,15 @@ static int auth_step(negstream__op *o, negstream_error *err)
         else
             rc = negstream__gss_server_init(&s->gss, &a->sopt, err);
         wipe(a->strings, a->strings_len);
-        if (rc < 0) {
-            NEGSTREAM__TRACE("handshake %s failed: %s: %s",
-                             o->kind == NEGSTREAM__OP_AUTH_CLIENT ? "client"
-                                                                  : "server",
-                             negstream_status_name(err->code),
-                             err->message);
-            return STEP_FAIL;
-        }
-        negstream__hs_start(&a->hs, &s->gss,
-                            o->kind == NEGSTREAM__OP_AUTH_SERVER);
+        /* A set-up failure (bad password, no keytab entry) is still told
+         * to the peer, as .NET does, so that it does not wait for us. */
+        if (rc < 0)
+            negstream__hs_start_failed(&a->hs, &s->gss,
+                                       o->kind == NEGSTREAM__OP_AUTH_SERVER,
+                                       err);
+        else
+            negstream__hs_start(&a->hs, &s->gss,
+                                o->kind == NEGSTREAM__OP_AUTH_SERVER);
         a->gss_ready = true;
     }
     rc = negstream__hs_run(&a->hs, &s->tr, err);

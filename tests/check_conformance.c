@@ -1294,9 +1294,11 @@ END_TEST
 
 /* Item 5, Authentication_EmptyCredentials_Fails: an empty user name is an
  * explicit credential, not the default one (user == NULL is); it names no
- * principal, so the client fails with INVALID_CREDENTIAL before sending
- * anything, even though the default ccache holds a ticket.  _i: mechanism
- * (negotiate, kerberos, ntlm). */
+ * principal, so the client fails with INVALID_CREDENTIAL before its first
+ * token, even though the default ccache holds a ticket.  Like .NET's
+ * client failing before its first token, it tells the server: one
+ * HandshakeError message with the logon-denied code, no token.  _i:
+ * mechanism (negotiate, kerberos, ntlm). */
 START_TEST(test_empty_user_is_not_default)
 {
     static const char *mechs[] = { "negotiate", "kerberos", "ntlm" };
@@ -1320,8 +1322,19 @@ START_TEST(test_empty_user_is_not_default)
     ck_assert_msg(strstr(e.message, "user name is empty") != NULL, "%s",
                   e.message);
     ck_assert(!negstream_is_authenticated(c));
-    /* Nothing was sent: the failure came before the first token. */
-    ck_assert(wire_empty(fds[1]));
+    /* No token: only the error message (logon denied, 0x8009030C, as
+     * frame.c encodes it), then nothing. */
+    {
+        static const uint8_t want[13] = {
+            0x15, 0x01, 0x00, 0x00, 0x08,
+            0x0c, 0x03, 0x09, 0x80, 0x80, 0x09, 0x03, 0x0c
+        };
+        uint8_t got[13];
+
+        ck_assert_int_eq(recv(fds[1], got, sizeof(got), MSG_WAITALL), 13);
+        ck_assert_mem_eq(got, want, sizeof(want));
+        ck_assert(wire_empty(fds[1]));
+    }
     negstream_close(c);
     close(fds[1]);
 }
