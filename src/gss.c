@@ -254,6 +254,7 @@ static bool krb5_bad_credentials(OM_uint32 minor)
     case KRB5KRB_AP_ERR_TKT_EXPIRED:
     case KRB5_FCC_NOFILE:
     case KRB5_CC_NOTFOUND:
+    case ENOENT:            /* Heimdal's FILE ccache: no such file */
         return true;
     default:
         return false;
@@ -366,11 +367,23 @@ static int probe_krb5_password(gss_name_t name, gss_buffer_t pw,
     return 0;
 }
 
+/* The mechanism to acquire client credentials for.  Heimdal's SPNEGO
+ * takes no password (GSS_S_NO_CRED); without NTLM, Negotiate can only
+ * carry krb5 there, and a krb5 credential serves SPNEGO. */
+static gss_OID cred_mech(negstream__mech m)
+{
+#if !HAVE_NTLM_MECHGLUE_PLUGIN
+    if (m == NEGSTREAM__MECH_NEGOTIATE)
+        return &oid_krb5;
+#endif
+    return mech_oid(m);
+}
+
 static int client_creds(negstream__gss *g, const negstream_client_options *o,
                         negstream_error *err)
 {
     OM_uint32 major, minor, tmp;
-    gss_OID_set_desc set = { 1, mech_oid(g->mech) };
+    gss_OID_set_desc set = { 1, cred_mech(g->mech) };
     gss_name_t name = GSS_C_NO_NAME;
     gss_buffer_desc buf, pw;
     bool no_ci = g->protection == NEGSTREAM_PROTECTION_SIGN &&
@@ -431,7 +444,7 @@ static int client_creds(negstream__gss *g, const negstream_client_options *o,
     } else {
         pw.value = (void *)o->password;
         pw.length = strlen(o->password);
-        if (g->mech == NEGSTREAM__MECH_NEGOTIATE &&
+        if (set.elements == &oid_spnego &&
             probe_krb5_password(name, &pw, err) < 0)
             goto out;
         major = gss_acquire_cred_with_password(&minor, name, &pw, 0, &set,

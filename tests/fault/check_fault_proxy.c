@@ -120,6 +120,7 @@ START_TEST(test_one_byte_at_a_time)
     int cfd, sfd;
     negstream_error ce, se;
 
+    TU_NEEDS_NTLM(levels[_i] == NEGSTREAM_PROTECTION_NONE);
     tu_auth_init(&a, levels[_i]);
     p = fp_start(&cfd, &sfd);
     fp_one_byte(p, FP_C2S, true);
@@ -431,6 +432,7 @@ START_TEST(test_wire_shows_no_plaintext)
     tu_auth a;
     int d;
 
+    TU_NEEDS_NTLM(_i == 2);
     tu_auth_init(&a, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
     if (_i == 1) {
         a.password_creds = true;
@@ -580,6 +582,8 @@ static int trace_scenario(const char *dir)
 
     for (round = 0; round < 2; round++) {
         /* Kerberos with alice's password, then NTLM with hers. */
+        if (round == 1 && tu_skip_without_ntlm(__func__, round, true))
+            break;
         negstream_client_options_init(&co);
         co.target_name = getenv("NEGTEST_SPN");
         if (round == 0) {
