@@ -28,7 +28,8 @@
  *
  * Built with Heimdal (--with-gssapi=heimdal; configure.ac says why):
  * Kerberos and SPNEGO work the same; NTLM is refused with a clear error
- * (ntlm_usable), and unwrap uses gss_unwrap, not a STREAM gss_unwrap_iov.
+ * (ntlm_usable), and wrap/unwrap use gss_wrap/gss_unwrap, not the IOV
+ * calls (USE_GSS_IOV).
  */
 #include "config.h"
 
@@ -367,23 +368,11 @@ static int probe_krb5_password(gss_name_t name, gss_buffer_t pw,
     return 0;
 }
 
-/* The mechanism to acquire client credentials for.  Heimdal's SPNEGO
- * takes no password (GSS_S_NO_CRED); without NTLM, Negotiate can only
- * carry krb5 there, and a krb5 credential serves SPNEGO. */
-static gss_OID cred_mech(negstream__mech m)
-{
-#if !HAVE_NTLM_MECHGLUE_PLUGIN
-    if (m == NEGSTREAM__MECH_NEGOTIATE)
-        return &oid_krb5;
-#endif
-    return mech_oid(m);
-}
-
 static int client_creds(negstream__gss *g, const negstream_client_options *o,
                         negstream_error *err)
 {
     OM_uint32 major, minor, tmp;
-    gss_OID_set_desc set = { 1, cred_mech(g->mech) };
+    gss_OID_set_desc set = { 1, mech_oid(g->mech) };
     gss_name_t name = GSS_C_NO_NAME;
     gss_buffer_desc buf, pw;
     bool no_ci = g->protection == NEGSTREAM_PROTECTION_SIGN &&
@@ -444,7 +433,7 @@ static int client_creds(negstream__gss *g, const negstream_client_options *o,
     } else {
         pw.value = (void *)o->password;
         pw.length = strlen(o->password);
-        if (set.elements == &oid_spnego &&
+        if (g->mech == NEGSTREAM__MECH_NEGOTIATE &&
             probe_krb5_password(name, &pw, err) < 0)
             goto out;
         major = gss_acquire_cred_with_password(&minor, name, &pw, 0, &set,
@@ -550,6 +539,15 @@ int negstream__gss_client_init(negstream__gss *g,
                     "protection None authenticates with NTLM" :
                     "the client asks for NTLM", err) < 0)
         goto out;
+#if !HAVE_NTLM_MECHGLUE_PLUGIN
+    /* Heimdal's SPNEGO takes no password (GSS_S_NO_CRED), nor a krb5
+     * credential acquired with one; without NTLM it could only choose
+     * Kerberos anyway, so a Negotiate client with a password speaks
+     * Kerberos directly, which every Negotiate acceptor takes. */
+    if (g->mech == NEGSTREAM__MECH_NEGOTIATE && o->user != NULL &&
+        o->password != NULL)
+        g->mech = NEGSTREAM__MECH_KERBEROS;
+#endif
     g->protection = o->protection;
     g->impersonation = o->impersonation;
     g->require_mutual = o->require_mutual_auth;
@@ -1012,7 +1010,7 @@ out:
     return rc;
 }
 
-#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH
+#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH && USE_GSS_IOV
 /*
  * Wraps straight into the caller's buffer: HEADER | DATA | PADDING |
  * TRAILER laid end to end is the same token gss_wrap would produce (for
@@ -1133,7 +1131,7 @@ ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
     }
     if (g->is_ntlm && !conf_granted(g))
         return wrap_mic(g, in, len, out, cap, err);
-#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH
+#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH && USE_GSS_IOV
     if (g->wrap_iov != IOV_UNSUPPORTED) {
         n = wrap_iov(g, in, len, out, cap, err);
         if (n != -2) {
@@ -1188,7 +1186,7 @@ static ssize_t unwrap_mic(negstream__gss *g, uint8_t *buf, size_t len,
     return (ssize_t)(len - NTLM_SIG_SIZE);
 }
 
-#if HAVE_GSS_UNWRAP_IOV && HAVE_GSS_UNWRAP_IOV_STREAM
+#if HAVE_GSS_UNWRAP_IOV && USE_GSS_IOV
 /* In place: the mechanism points DATA into the token.  -2: no IOV. */
 static ssize_t unwrap_iov(negstream__gss *g, uint8_t *buf, size_t len,
                           size_t *plain_off, negstream_error *err)
@@ -1284,7 +1282,7 @@ ssize_t negstream__gss_unwrap(negstream__gss *g, uint8_t *buf, size_t len,
                            len);
         return -1;
     }
-#if HAVE_GSS_UNWRAP_IOV && HAVE_GSS_UNWRAP_IOV_STREAM
+#if HAVE_GSS_UNWRAP_IOV && USE_GSS_IOV
     /* MIT krb5 1.20's gss_unwrap_iov in stream mode dereferences NULL
      * when a Kerberos token is not a wrap token (a peer sending
      * "01 01 ...", the RFC 1964 MIC id, crashes the reader; found by

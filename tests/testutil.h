@@ -72,6 +72,10 @@ void tu_pair(negstream_protection level, negstream **client,
     } while (0)
 bool tu_skip_without_ntlm(const char *test, int iteration, bool cond);
 
+/* The same for another reason ('why', one line) under Heimdal. */
+bool tu_skip_under_heimdal(const char *test, int iteration, bool cond,
+                           const char *why);
+
 /* Deterministic bytes for (seed, position). */
 void tu_fill(uint8_t *buf, size_t n, uint32_t seed);
 

@@ -282,6 +282,13 @@ START_TEST(test_malloc_fails_in_write)
 
     if (!need_shim_malloc())
         return;
+    /* The sync variants fail allocations on this thread, inside the
+     * GSSAPI's wrap and unwrap too. */
+    if (tu_skip_under_heimdal(__func__, _i, !own, "Heimdal's krb5 crashes "
+                              "when malloc fails inside gss_wrap or "
+                              "gss_unwrap (its checksum code does not "
+                              "check malloc)"))
+        return;
     private_ccache();
     data = malloc(sz);
     got = malloc(sz);
@@ -385,6 +392,13 @@ START_TEST(test_malloc_fails_in_read)
     unsigned long kept = 0;
 
     if (!need_shim_malloc())
+        return;
+    /* The sync variants fail allocations on this thread, inside the
+     * GSSAPI's wrap and unwrap too. */
+    if (tu_skip_under_heimdal(__func__, _i, !own, "Heimdal's krb5 crashes "
+                              "when malloc fails inside gss_wrap or "
+                              "gss_unwrap (its checksum code does not "
+                              "check malloc)"))
         return;
     private_ccache();
     data = malloc(sz);
