@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <krb5.h>
 
 #include "error.h"
 
@@ -183,6 +184,11 @@ static bool append_status(char *dst, size_t cap, OM_uint32 code, int type)
     return any;
 }
 
+#define HINT_NO_SERVICE "(service principal not found in Kerberos: is the " \
+                        "target name registered in the KDC?)"
+#define HINT_NO_USER "(user principal not found in Kerberos: check the " \
+                     "user name and realm)"
+
 /*
  * Known causes, matched on the routine error and on the mechanism's text
  * (MIT's minor codes are com_err codes from several tables, and its
@@ -199,11 +205,8 @@ static const struct {
       "(is the service principal in the keytab? see KRB5_KTNAME)" },
     { "Key table file",
       "(no such keytab, or not readable: see KRB5_KTNAME)" },
-    { "Server not found in Kerberos database",
-      "(unknown service principal: is the target name registered "
-      "in the KDC?)" },
-    { "Client not found in Kerberos database",
-      "(unknown user principal: check the user name and realm)" },
+    { "Server not found in Kerberos database", HINT_NO_SERVICE },
+    { "Client not found in Kerberos database", HINT_NO_USER },
     { "Preauthentication failed", "(wrong password?)" },
     { "Password incorrect", "(wrong password?)" },
     { "Decrypt integrity check failed",
@@ -217,19 +220,62 @@ static const struct {
       "(no Kerberos ticket: run kinit or set KRB5CCNAME)" },
     { "No Kerberos credentials available",
       "(no Kerberos ticket: run kinit or set KRB5CCNAME)" },
+    { "get-principal lstat(",            /* Heimdal: no ccache file */
+      "(no Kerberos ticket: run kinit or set KRB5CCNAME)" },
     { "Ticket expired", "(Kerberos ticket expired: run kinit again)" },
 };
 
-static const char *find_hint(OM_uint32 major, const char *minor_text)
+/*
+ * The same causes by krb5 error code, for when the text says little:
+ * Heimdal shows the KDC's e-text ("LOOKING_UP_SERVER", "PREAUTH_FAILED")
+ * or nothing.  MIT and Heimdal share the krb5 com_err table, so the codes
+ * agree; gss-ntlmssp's minor codes are from another table.
+ */
+static const struct {
+    krb5_error_code code;
+    const char *hint;
+} code_hints[] = {
+    { KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN, HINT_NO_SERVICE },
+    { KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN, HINT_NO_USER },
+    { KRB5KDC_ERR_PREAUTH_FAILED, "(wrong password?)" },
+    { KRB5KRB_AP_ERR_BAD_INTEGRITY,
+      "(wrong password, or a keytab key that no longer matches the "
+      "KDC?)" },
+    { KRB5KRB_AP_ERR_SKEW,
+      "(are the clocks of client, server and KDC in sync?)" },
+    { KRB5_REALM_UNKNOWN, "(is the realm's KDC listed in KRB5_CONFIG?)" },
+    { KRB5_KDC_UNREACH, "(is the KDC running and reachable?)" },
+    { KRB5_FCC_NOFILE, "(no Kerberos ticket: run kinit or set KRB5CCNAME)" },
+    { KRB5_CC_NOTFOUND,
+      "(no valid Kerberos ticket, missing or expired: run kinit)" },
+    { KRB5KRB_AP_ERR_TKT_EXPIRED,
+      "(Kerberos ticket expired: run kinit again)" },
+    { KRB5_KT_NOTFOUND,
+      "(is the service principal in the keytab? see KRB5_KTNAME)" },
+};
+
+static const char *find_hint(OM_uint32 major, OM_uint32 minor,
+                             const char *minor_text)
 {
     size_t i;
 
     for (i = 0; i < sizeof(text_hints) / sizeof(text_hints[0]); i++)
         if (strcasestr(minor_text, text_hints[i].needle) != NULL)
             return text_hints[i].hint;
+    for (i = 0; minor != 0 && i < sizeof(code_hints) / sizeof(code_hints[0]);
+         i++)
+        if ((krb5_error_code)minor == code_hints[i].code)
+            return code_hints[i].hint;
     switch (GSS_ROUTINE_ERROR(major)) {
     case GSS_S_BAD_MECH:
+#if HAVE_NTLM_MECHGLUE_PLUGIN
         return "(is gss-ntlmssp installed?)";
+#else
+        /* Heimdal's SPNEGO when krb5, its one mechanism here, failed,
+         * or a peer that spoke NTLM */
+        return "(a Heimdal build speaks Kerberos only: is there a ticket, "
+               "is the target name in the KDC, did the peer use NTLM?)";
+#endif
     case GSS_S_NO_CRED:
         return "(no usable credentials: run kinit, or check the keytab "
                "and KRB5_KTNAME)";
@@ -264,7 +310,7 @@ void negstream__err_gss(negstream_error *err, negstream_status code,
                                      GSS_C_MECH_CODE))
         snprintf(minor_text, sizeof(minor_text), "minor status %u",
                  (unsigned)minor);
-    hint = find_hint(major, minor_text);
+    hint = find_hint(major, minor, minor_text);
 
     /* Keep the hint whole: the texts before it give way if needed. */
     room = MSG_SIZE;

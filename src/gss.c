@@ -25,6 +25,11 @@
  *  - gss_acquire_cred_with_password for krb5 asks the KDC at once, so a
  *    wrong password or an unknown principal fails there; for SPNEGO it
  *    quietly leaves krb5 out and keeps NTLM, hence the krb5 probe below.
+ *
+ * Built with Heimdal (--with-gssapi=heimdal; configure.ac says why):
+ * Kerberos and SPNEGO work the same; NTLM is refused with a clear error
+ * (ntlm_usable), and wrap/unwrap use gss_wrap/gss_unwrap, not the IOV
+ * calls (USE_GSS_IOV).
  */
 #include "config.h"
 
@@ -34,7 +39,9 @@
 #include <string.h>
 #include <strings.h>
 #include <gssapi/gssapi.h>
-#include <gssapi/gssapi_ext.h>
+#ifdef HAVE_GSSAPI_GSSAPI_EXT_H      /* MIT; Heimdal: all in gssapi.h */
+# include <gssapi/gssapi_ext.h>
+#endif
 #include <gssapi/gssapi_krb5.h>
 #include <krb5.h>
 
@@ -155,6 +162,25 @@ static bool impersonation_valid(negstream_impersonation i)
            (int)i <= (int)NEGSTREAM_IMPERSONATION_DELEGATION;
 }
 
+/* NTLM is gss-ntlmssp, a plugin of MIT's mechglue.  Heimdal's own NTLM
+ * mechanism takes no password, grants no INTEG/CONF flags and accepts
+ * only through a Heimdal KDC, so a Heimdal build refuses NTLM up front.
+ * 'why' says what asked for NTLM. */
+static int ntlm_usable(const char *why, negstream_error *err)
+{
+#if HAVE_NTLM_MECHGLUE_PLUGIN
+    (void)why;
+    (void)err;
+    return 0;
+#else
+    negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                       "%s, but NTLM needs MIT krb5 with gss-ntlmssp and "
+                       "this libnegstream is built with Heimdal: use "
+                       "Kerberos", why);
+    return -1;
+#endif
+}
+
 /* "negotiate" (or NULL), "kerberos", "ntlm", in any case, as .NET's
  * package names are. */
 static int parse_mech(const char *s, negstream__mech *m, negstream_error *err)
@@ -229,6 +255,7 @@ static bool krb5_bad_credentials(OM_uint32 minor)
     case KRB5KRB_AP_ERR_TKT_EXPIRED:
     case KRB5_FCC_NOFILE:
     case KRB5_CC_NOTFOUND:
+    case ENOENT:            /* Heimdal's FILE ccache: no such file */
         return true;
     default:
         return false;
@@ -507,6 +534,20 @@ int negstream__gss_client_init(negstream__gss *g,
     /* .NET (and MS-NNS 3.1.4.1) use the NTLM package for a None client. */
     if (o->protection == NEGSTREAM_PROTECTION_NONE)
         g->mech = NEGSTREAM__MECH_NTLM;
+    if (g->mech == NEGSTREAM__MECH_NTLM &&
+        ntlm_usable(o->protection == NEGSTREAM_PROTECTION_NONE ?
+                    "protection None authenticates with NTLM" :
+                    "the client asks for NTLM", err) < 0)
+        goto out;
+#if !HAVE_NTLM_MECHGLUE_PLUGIN
+    /* Heimdal's SPNEGO takes no password (GSS_S_NO_CRED), nor a krb5
+     * credential acquired with one; without NTLM it could only choose
+     * Kerberos anyway, so a Negotiate client with a password speaks
+     * Kerberos directly, which every Negotiate acceptor takes. */
+    if (g->mech == NEGSTREAM__MECH_NEGOTIATE && o->user != NULL &&
+        o->password != NULL)
+        g->mech = NEGSTREAM__MECH_KERBEROS;
+#endif
     g->protection = o->protection;
     g->impersonation = o->impersonation;
     g->require_mutual = o->require_mutual_auth;
@@ -586,6 +627,9 @@ int negstream__gss_server_init(negstream__gss *g,
         goto out;
     }
     if (parse_mech(o->mechanism, &g->mech, err) < 0)
+        goto out;
+    if (g->mech == NEGSTREAM__MECH_NTLM &&
+        ntlm_usable("the server requires NTLM", err) < 0)
         goto out;
     g->protection = o->protection;
     g->impersonation = o->impersonation;
@@ -966,7 +1010,7 @@ out:
     return rc;
 }
 
-#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH
+#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH && USE_GSS_IOV
 /*
  * Wraps straight into the caller's buffer: HEADER | DATA | PADDING |
  * TRAILER laid end to end is the same token gss_wrap would produce (for
@@ -1087,7 +1131,7 @@ ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
     }
     if (g->is_ntlm && !conf_granted(g))
         return wrap_mic(g, in, len, out, cap, err);
-#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH
+#if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH && USE_GSS_IOV
     if (g->wrap_iov != IOV_UNSUPPORTED) {
         n = wrap_iov(g, in, len, out, cap, err);
         if (n != -2) {
@@ -1142,7 +1186,7 @@ static ssize_t unwrap_mic(negstream__gss *g, uint8_t *buf, size_t len,
     return (ssize_t)(len - NTLM_SIG_SIZE);
 }
 
-#if HAVE_GSS_UNWRAP_IOV
+#if HAVE_GSS_UNWRAP_IOV && USE_GSS_IOV
 /* In place: the mechanism points DATA into the token.  -2: no IOV. */
 static ssize_t unwrap_iov(negstream__gss *g, uint8_t *buf, size_t len,
                           size_t *plain_off, negstream_error *err)
@@ -1238,7 +1282,7 @@ ssize_t negstream__gss_unwrap(negstream__gss *g, uint8_t *buf, size_t len,
                            len);
         return -1;
     }
-#if HAVE_GSS_UNWRAP_IOV
+#if HAVE_GSS_UNWRAP_IOV && USE_GSS_IOV
     /* MIT krb5 1.20's gss_unwrap_iov in stream mode dereferences NULL
      * when a Kerberos token is not a wrap token (a peer sending
      * "01 01 ...", the RFC 1964 MIC id, crashes the reader; found by

@@ -15,7 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <gssapi/gssapi.h>
-#include <gssapi/gssapi_ext.h>
+#ifdef HAVE_GSSAPI_GSSAPI_EXT_H      /* MIT; Heimdal: all in gssapi.h */
+# include <gssapi/gssapi_ext.h>
+#endif
 #include <gssapi/gssapi_krb5.h>
 
 #if defined(__has_feature)
@@ -546,6 +548,15 @@ static void tmp_write(char *path, size_t cap, const char *tag,
     close(fd);
 }
 
+/* The hint for GSS_S_BAD_MECH (error.c). */
+#if HAVE_NTLM_MECHGLUE_PLUGIN
+# define BAD_MECH_HINT "(is gss-ntlmssp installed?)"
+#else
+# define BAD_MECH_HINT "(a Heimdal build speaks Kerberos only: is " \
+                       "there a ticket, is the target name in the KDC, " \
+                       "did the peer use NTLM?)"
+#endif
+
 /* The mechanism's own text for a minor code it has just returned. */
 static void minor_text(OM_uint32 code, char *out, size_t cap)
 {
@@ -613,8 +624,15 @@ START_TEST(err_gss_minor_and_hints)
     setenv("KRB5_KTNAME", env, 1);
     major = acquire_acceptor(&minor);
     ck_assert_uint_eq(GSS_ROUTINE_ERROR(major), GSS_S_NO_CRED);
+#ifdef NEGSTREAM_HEIMDAL
+    /* Heimdal's mechglue drops the krb5 minor code here: the NO_CRED
+     * hint is what points at the keytab. */
+    ck_assert_uint_eq(minor, 0);
+    want[0] = '\0';
+#else
     ck_assert_uint_ne(minor, 0);
     minor_text(minor, want, sizeof(want));
+#endif
     negstream__err_gss(&e, NEGSTREAM_E_INVALID_CREDENTIAL,
                        "acquiring the server's credentials", major, minor);
     ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_CREDENTIAL);
@@ -624,15 +642,25 @@ START_TEST(err_gss_minor_and_hints)
                           36) == 0, "%s", e.message);
     ck_assert_msg(strstr(e.message, want) != NULL, "'%s' lacks '%s'",
                   e.message, want);
+#ifdef NEGSTREAM_HEIMDAL
+    ck_assert_msg(strstr(e.message, "KRB5_KTNAME)") != NULL, "%s",
+                  e.message);
+#else
     ck_assert_msg(strstr(e.message, "(is the service principal in the "
                          "keytab? see KRB5_KTNAME)") != NULL,
                   "%s", e.message);
+#endif
 
     /* No keytab at all. */
     setenv("KRB5_KTNAME", "FILE:/nonexistent/negstream.keytab", 1);
     major = acquire_acceptor(&minor);
     ck_assert_uint_eq(GSS_ROUTINE_ERROR(major), GSS_S_NO_CRED);
+#ifdef NEGSTREAM_HEIMDAL
+    ck_assert_uint_eq(minor, 0);            /* as above */
+    want[0] = '\0';
+#else
     minor_text(minor, want, sizeof(want));
+#endif
     negstream__err_gss(&e, NEGSTREAM_E_INVALID_CREDENTIAL,
                        "gss_acquire_cred", major, minor);
     ck_assert_msg(strstr(e.message, want) != NULL, "'%s' lacks '%s'",
@@ -676,11 +704,12 @@ START_TEST(err_gss_minor_and_hints)
     unlink(kt);
     unlink(cfg);
 
-    /* An unsupported mechanism: NTLM without gss-ntlmssp. */
+    /* An unsupported mechanism: NTLM without gss-ntlmssp (MIT), krb5
+     * failing under SPNEGO (Heimdal). */
     negstream__err_gss(&e, NEGSTREAM_E_AUTHENTICATION, "gss_acquire_cred",
                        GSS_S_BAD_MECH, 0);
-    ck_assert_msg(strstr(e.message, "(is gss-ntlmssp installed?)") != NULL,
-                  "%s", e.message);
+    ck_assert_msg(strstr(e.message, BAD_MECH_HINT) != NULL, "%s",
+                  e.message);
 
     /* No hint where the cause is not known. */
     {
@@ -712,8 +741,8 @@ START_TEST(err_gss_hint_survives_truncation)
     negstream__err_gss(&e, NEGSTREAM_E_AUTHENTICATION, what, GSS_S_BAD_MECH,
                        0);
     ck_assert_uint_le(strlen(e.message), 255);
-    ck_assert_msg(strstr(e.message, "(is gss-ntlmssp installed?)") != NULL,
-                  "%s", e.message);
+    ck_assert_msg(strstr(e.message, BAD_MECH_HINT) != NULL, "%s",
+                  e.message);
 }
 END_TEST
 

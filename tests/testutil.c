@@ -166,6 +166,38 @@ void tu_pair(negstream_protection level, negstream **client,
                   negstream_status_name(se.code), se.message);
 }
 
+bool tu_skip_under_heimdal(const char *test, int iteration, bool cond,
+                           const char *why)
+{
+#ifdef NEGSTREAM_HEIMDAL
+    if (!cond)
+        return false;
+    printf("SKIP: %s (iteration %d): %s; this build uses Heimdal\n", test,
+           iteration, why);
+    fflush(stdout);
+    return true;
+#else
+    (void)test;
+    (void)iteration;
+    (void)cond;
+    (void)why;
+    return false;
+#endif
+}
+
+bool tu_skip_without_ntlm(const char *test, int iteration, bool cond)
+{
+#if HAVE_NTLM_MECHGLUE_PLUGIN
+    (void)test;
+    (void)iteration;
+    (void)cond;
+    return false;
+#else
+    return tu_skip_under_heimdal(test, iteration, cond, "NTLM needs MIT "
+                                 "krb5 with gss-ntlmssp");
+#endif
+}
+
 void tu_fill(uint8_t *buf, size_t n, uint32_t seed)
 {
     uint32_t x = seed * 2654435761u + 12345u;

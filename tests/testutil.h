@@ -60,6 +60,22 @@ bool tu_auth_pair(const tu_auth *a, negstream **client, negstream **server,
 void tu_pair(negstream_protection level, negstream **client,
              negstream **server);
 
+/* NTLM (mechanism "ntlm", protection None, SPNEGO falling back to NTLM)
+ * needs MIT krb5 with gss-ntlmssp: a Heimdal build refuses it.  A test
+ * that needs NTLM when 'cond' holds starts with TU_NEEDS_NTLM(cond);
+ * under Heimdal that prints a SKIP line saying why and ends the test
+ * (Check has no skip status: it counts as passed). */
+#define TU_NEEDS_NTLM(cond) \
+    do { \
+        if (tu_skip_without_ntlm(__func__, _i, (cond))) \
+            return; \
+    } while (0)
+bool tu_skip_without_ntlm(const char *test, int iteration, bool cond);
+
+/* The same for another reason ('why', one line) under Heimdal. */
+bool tu_skip_under_heimdal(const char *test, int iteration, bool cond,
+                           const char *why);
+
 /* Deterministic bytes for (seed, position). */
 void tu_fill(uint8_t *buf, size_t n, uint32_t seed);
 

@@ -25,7 +25,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <gssapi/gssapi.h>
-#include <gssapi/gssapi_ext.h>
+#ifdef HAVE_GSSAPI_GSSAPI_EXT_H      /* MIT; Heimdal: all in gssapi.h */
+# include <gssapi/gssapi_ext.h>
+#endif
 #include <gssapi/gssapi_krb5.h>
 
 #include "faultutil.h"
@@ -118,6 +120,7 @@ START_TEST(test_one_byte_at_a_time)
     int cfd, sfd;
     negstream_error ce, se;
 
+    TU_NEEDS_NTLM(levels[_i] == NEGSTREAM_PROTECTION_NONE);
     tu_auth_init(&a, levels[_i]);
     p = fp_start(&cfd, &sfd);
     fp_one_byte(p, FP_C2S, true);
@@ -429,6 +432,7 @@ START_TEST(test_wire_shows_no_plaintext)
     tu_auth a;
     int d;
 
+    TU_NEEDS_NTLM(_i == 2);
     tu_auth_init(&a, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
     if (_i == 1) {
         a.password_creds = true;
@@ -485,15 +489,20 @@ static void note_error(const char *what, const negstream_error *e)
             negstream_status_name(e->code), e->message);
 }
 
-/* The session key of an established context (internal access). */
+/* The session key of an established context (internal access).  The OID
+ * is GSS_C_INQ_SSPI_SESSION_KEY, spelt out: Heimdal's header declares
+ * that name but its libgssapi does not export it. */
 static void save_session_key(negstream *st)
 {
+    static gss_OID_desc inq_session_key = {
+        11, (void *)"\x2a\x86\x48\x86\xf7\x12\x01\x02\x02\x05\x05"
+    };
     OM_uint32 major, minor;
     gss_buffer_set_t set = GSS_C_NO_BUFFER_SET;
     size_t i;
 
     major = gss_inquire_sec_context_by_oid(&minor, st->gss.ctx,
-                                           GSS_C_INQ_SSPI_SESSION_KEY, &set);
+                                           &inq_session_key, &set);
     if (GSS_ERROR(major) || set == GSS_C_NO_BUFFER_SET)
         return;
     for (i = 0; i < set->count; i++) {
@@ -573,6 +582,8 @@ static int trace_scenario(const char *dir)
 
     for (round = 0; round < 2; round++) {
         /* Kerberos with alice's password, then NTLM with hers. */
+        if (round == 1 && tu_skip_without_ntlm(__func__, round, true))
+            break;
         negstream_client_options_init(&co);
         co.target_name = getenv("NEGTEST_SPN");
         if (round == 0) {
