@@ -23,6 +23,8 @@ typedef enum {
     NEGSTREAM__MECH_NTLM             /* NTLMSSP 1.3.6.1.4.1.311.2.2.10 */
 } negstream__mech;
 
+struct negstream__cfx;               /* wrap_cfx.h (OpenSSL builds) */
+
 typedef struct negstream__gss {
     bool            is_server;
     negstream__mech mech;            /* requested package */
@@ -42,6 +44,10 @@ typedef struct negstream__gss {
                                         the target as given (as .NET) */
     int             wrap_iov;        /* 0 not tried, 1 gss_wrap_iov works,
                                         -1 the mechanism has none (NTLM) */
+    struct negstream__cfx *cfx;      /* non-NULL: a Kerberos context taken
+                                        over at completion; wrap/unwrap
+                                        run on OpenSSL (wrap_cfx.c), never
+                                        through GSSAPI again */
 } negstream__gss;
 
 /* Prepares a client context: mechanism from o->mechanism (NULL or
@@ -94,7 +100,11 @@ const char *negstream__gss_auth_type(const negstream__gss *g);
 
 /* Wraps len (<= NEGSTREAM__MAX_CHUNK) bytes of plaintext into out (room
  * for cap bytes), with confidentiality iff it was granted.  Returns the
- * token length, or -1 with err (NEGSTREAM_E_IO, "could not encrypt"). */
+ * token length, or -1 with err (NEGSTREAM_E_IO, "could not encrypt").
+ * A Kerberos CFX context taken over at completion (g->cfx) is wrapped on
+ * OpenSSL: same tokens, same contract; its send and receive halves are
+ * independent there, which the stream may use to stop serialising a
+ * wrap against an unwrap. */
 ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
                             void *out, size_t cap, negstream_error *err);
 
@@ -105,7 +115,8 @@ ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
 ssize_t negstream__gss_unwrap(negstream__gss *g, uint8_t *buf, size_t len,
                               size_t *plain_off, negstream_error *err);
 
-/* Releases everything (context, credentials, names, strings). */
+/* Releases everything (context, credentials, names, strings; the
+ * OpenSSL keys are wiped). */
 void negstream__gss_free(negstream__gss *g);
 
 #endif
