@@ -58,14 +58,20 @@ size_t negstream__krb_key_len(int enctype);
  * 12, 16 or 24, or 0 if unsupported. */
 size_t negstream__krb_mac_len(int enctype);
 
-/* Derives a key from base[0..base_len) for the 5-byte constant
- * (usage, big-endian, then 0x99 for Kc, 0xAA for Ke, 0x55 for Ki): RFC 3961
- * DK with AES for the sha1 enctypes (EVP_KDF "KRB5KDF"), RFC 8009
- * KDF-HMAC-SHA2 (EVP_KDF "KBKDF", counter mode) for the sha2 ones; out_len
- * bytes.  0, or -1 (unsupported enctype, bad length, OpenSSL failure). */
+/* Derives a key from base[0..base_len) for a constant (for key usages
+ * the 5 bytes usage, big-endian, then 0x99 for Kc, 0xAA for Ke, 0x55 for
+ * Ki; "kerberos" in string-to-key): RFC 3961 DK with AES for the sha1
+ * enctypes (EVP_KDF "KRB5KDF"), RFC 8009 KDF-HMAC-SHA2 (EVP_KDF "KBKDF",
+ * counter mode, the constant as label) for the sha2 ones; out_len bytes.
+ * 0, or -1 (unsupported enctype, bad length, OpenSSL failure). */
 int negstream__krb_derive(int enctype, const uint8_t *base, size_t base_len,
-                          const uint8_t constant[5], uint8_t *out,
-                          size_t out_len);
+                          const uint8_t *constant, size_t constant_len,
+                          uint8_t *out, size_t out_len);
+
+/* Raw AES-CBC-CTS (CS3, zero IV, the RFC 3962 mode) of buf[0..n) in
+ * place with key (the enctype's length), for the known-answer tests. */
+int negstream__krb_cts(int enctype, const uint8_t *key, bool encrypt,
+                       uint8_t *buf, size_t n);
 
 /* One base key bound to one key usage, ready for one direction.  Opaque
  * to callers; freed (and its keys wiped) by negstream__krb_key_free. */
@@ -150,7 +156,9 @@ ssize_t negstream__cfx_wrap(negstream__cfx *c, bool conf, const void *in,
  * gss_unwrap_iov (stream mode) does for a context with these flags: any
  * RRC is rotated away, every length, EC and flag is checked, the MAC is
  * compared in constant time, then the sequence number goes through MIT's
- * replay/sequence window.  On success returns the plaintext length with
+ * replay/sequence window.  Stricter than MIT in one check: a sealed
+ * token's EC must equal the EC in its encrypted header copy (MIT accepts
+ * a raised EC and delivers the message truncated).  On success returns the plaintext length with
  * the plaintext at buf + *plain_off and *sealed set.  On failure returns
  * -1 with *why, and buf holds no plaintext. */
 ssize_t negstream__cfx_unwrap(negstream__cfx *c, uint8_t *buf, size_t len,
