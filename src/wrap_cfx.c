@@ -8,12 +8,9 @@
  * MIT makes (EC 0, RRC 0, AcceptorSubkey when the context has one), and
  * the checks on receipt are MIT krb5 1.20's (k5unsealiov.c, stream mode,
  * which is what gss.c's GSSAPI path calls for "05 04" tokens), so that a
- * token is accepted here exactly when MIT would accept it, with one
- * exception where MIT is too lenient: a sealed token whose EC differs
- * from the EC in its encrypted header copy (MIT delivers the message cut
- * short; we refuse it, see negstream__cfx_unwrap).  The differential
- * suite (tests/check_cfx_diff.c) and the fuzz target (tests/fuzz/
- * fuzz_cfx.c) hold us to that.
+ * token is accepted here exactly when MIT would accept it.  The
+ * differential suite (tests/check_cfx_diff.c) and the fuzz target
+ * (tests/fuzz/fuzz_cfx.c) hold us to that.
  *
  * Crypto (RFC 3961 simplified profile):
  *   aes*-sha1 (RFC 3962): Ke/Ki/Kc = DK(base, usage | AA/55/99) with
@@ -806,12 +803,11 @@ ssize_t negstream__cfx_unwrap(negstream__cfx *c, uint8_t *buf, size_t len,
             *why = "encrypted header copy differs from the header";
             return -1;
         }
-        /* The one check stricter than MIT 1.20: the EC outside the
-         * encryption must be the EC inside it.  MIT compares every other
-         * header byte but not EC (nor RRC, which the sender may rotate),
-         * so a raised EC turns the tail of the message into "filler" and
-         * MIT delivers the message cut short, with a valid MAC.  RRC is
-         * not compared: it is outside the checksum by design. */
+        /* RFC 4121 4.2.4: the encrypted copy is of the header as sent,
+         * RRC excepted (it is outside the checksum by design).  The EC
+         * outside must be the EC inside, or a raised EC would turn the
+         * tail of the message into "filler": MIT refuses such a token
+         * too (tests/check_cfx_diff.c compares every EC bit). */
         if (alt[4] != buf[4] || alt[5] != buf[5]) {
             OPENSSL_cleanse(buf + HDR, n);
             *why = "EC differs from the encrypted header copy (a "
@@ -844,4 +840,18 @@ ssize_t negstream__cfx_unwrap(negstream__cfx *c, uint8_t *buf, size_t len,
     *plain_off = hdr;
     *sealed = conf;
     return (ssize_t)body;
+}
+
+void negstream__cfx_window_get(const negstream__cfx *c,
+                               negstream__cfx_window *w)
+{
+    w->next = c->seq.next;
+    w->recvmap = c->seq.recvmap;
+}
+
+void negstream__cfx_window_set(negstream__cfx *c,
+                               const negstream__cfx_window *w)
+{
+    c->seq.next = w->next;
+    c->seq.recvmap = w->recvmap;
 }
