@@ -779,7 +779,7 @@ out:
  * numbers).  Anything that does not qualify keeps the GSSAPI path, which
  * is the same protection: nothing is weakened by falling back.
  */
-static void take_over(negstream__gss *g)
+void negstream__gss_take_over(negstream__gss *g)
 {
     const char *why = "not a Kerberos context";
     const char *env = getenv("NEGSTREAM_WRAP");
@@ -897,7 +897,7 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
                      (flags & GSS_C_DELEG_FLAG) ? "deleg " : "",
                      (flags & (GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG)) ?
                      "replay/sequence" : "");
-    take_over(g);
+    negstream__gss_take_over(g);
     return 0;
 fail:
     gss_release_buffer(&tmp, out);

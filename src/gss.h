@@ -81,6 +81,13 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
 
 void negstream__gss_release(gss_buffer_desc *buf);
 
+/* Decides, for a complete context, whether its frames are sealed and
+ * opened on OpenSSL (sets g->cfx; see gss.c) and traces which path it
+ * takes.  negstream__gss_step calls it at completion; tests call it on an
+ * imported context (g->ctx, is_server, ret_flags, actual_mech set) before
+ * any token has been wrapped or unwrapped on it. */
+void negstream__gss_take_over(negstream__gss *g);
+
 /* After completion: achieved protection below the required one (both
  * roles), impersonation below the required one (server), or mutual auth
  * missing when required (client) -> -1 with NEGSTREAM_E_AUTHENTICATION. */
