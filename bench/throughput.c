@@ -25,7 +25,10 @@
  *   MIT limit: the same loop with gss_wrap + gss_unwrap.
  * And once: sealing independent 64512-byte EncryptAndSign frames in 1 and
  * in 2 threads (each its own context), to see whether sealing the frames
- * of one large write in parallel could pay on this machine.
+ * of one large write in parallel could pay on this machine; and one
+ * context sealing in one thread while opening in another, with one mutex
+ * around both (the stream's gss_mu) and without (a mutex per direction
+ * would allow it).
  */
 #include "config.h"
 
@@ -426,6 +429,127 @@ static double run_parallel_seal(int nthreads)
     return (double)(g_limit_total / (size_t)nthreads * (size_t)nthreads) /
            (t1 - t0) / 1e6;
 }
+
+/* One stream reading and writing at once, on OpenSSL: one thread seals
+ * frames (the send half of a context) while another opens frames from
+ * the peer (the receive half), with one mutex around every call (the
+ * stream's gss_mu today) or none (send and receive halves are
+ * independent in wrap_cfx.c).  Both directions' bytes per second. */
+typedef struct duplex {
+    negstream__cfx  *cfx;
+    pthread_mutex_t *mu;
+    uint8_t        **toks;
+    size_t          *lens;
+    size_t           n;
+} duplex;
+
+static void *duplex_seal(void *p)
+{
+    duplex *d = p;
+    size_t cap = NEGSTREAM__MAX_CHUNK + 256, i;
+    uint8_t *tok = malloc(cap);
+    const char *why = "";
+    ssize_t r;
+
+    if (tok == NULL)
+        bu_die("out of memory");
+    for (i = 0; i < d->n; i++) {
+        if (d->mu != NULL)
+            pthread_mutex_lock(d->mu);
+        r = negstream__cfx_wrap(d->cfx, true, g_buf, NEGSTREAM__MAX_CHUNK,
+                                tok, cap, &why);
+        if (d->mu != NULL)
+            pthread_mutex_unlock(d->mu);
+        if (r < 0)
+            bu_die("seal failed: %s", why);
+    }
+    free(tok);
+    return NULL;
+}
+
+static void *duplex_open(void *p)
+{
+    duplex *d = p;
+    size_t i, off;
+    const char *why = "";
+    bool sealed;
+    ssize_t r;
+
+    for (i = 0; i < d->n; i++) {
+        if (d->mu != NULL)
+            pthread_mutex_lock(d->mu);
+        r = negstream__cfx_unwrap(d->cfx, d->toks[i], d->lens[i], &off,
+                                  &sealed, &why);
+        if (d->mu != NULL)
+            pthread_mutex_unlock(d->mu);
+        if (r != NEGSTREAM__MAX_CHUNK)
+            bu_die("open failed: %s", why);
+    }
+    return NULL;
+}
+
+static double run_duplex(bool one_mutex)
+{
+    uint8_t key[32];
+    negstream__cfx_keys k;
+    negstream__cfx *me, *peer;
+    const char *why = "";
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_t ts, to;
+    duplex ds, dop;
+    size_t n = g_limit_total / 4 / NEGSTREAM__MAX_CHUNK, i;
+    size_t cap = NEGSTREAM__MAX_CHUNK + 256;
+    double t0, t1;
+
+    memset(&k, 0, sizeof(k));
+    for (i = 0; i < 32; i++)
+        key[i] = (uint8_t)(i * 31 + 3);
+    k.ctx_enctype = NEGSTREAM__ETYPE_AES256_SHA1;
+    k.ctx_key = key;
+    k.ctx_key_len = 32;
+    k.do_replay = k.do_sequence = true;
+    k.initiator = true;
+    me = negstream__cfx_new(&k, &why);
+    k.initiator = false;
+    peer = negstream__cfx_new(&k, &why);
+    if (me == NULL || peer == NULL || n == 0)
+        bu_die("duplex set-up: %s", why);
+    memset(&ds, 0, sizeof(ds));
+    memset(&dop, 0, sizeof(dop));
+    dop.toks = calloc(n, sizeof(*dop.toks));
+    dop.lens = calloc(n, sizeof(*dop.lens));
+    if (dop.toks == NULL || dop.lens == NULL)
+        bu_die("out of memory");
+    for (i = 0; i < n; i++) {
+        ssize_t r;
+
+        dop.toks[i] = malloc(cap);
+        if (dop.toks[i] == NULL)
+            bu_die("out of memory");
+        r = negstream__cfx_wrap(peer, true, g_buf, NEGSTREAM__MAX_CHUNK,
+                                dop.toks[i], cap, &why);
+        if (r < 0)
+            bu_die("seal failed: %s", why);
+        dop.lens[i] = (size_t)r;
+    }
+    ds.cfx = dop.cfx = me;
+    ds.n = dop.n = n;
+    ds.mu = dop.mu = one_mutex ? &mu : NULL;
+    t0 = bu_now();
+    if (pthread_create(&ts, NULL, duplex_seal, &ds) != 0 ||
+        pthread_create(&to, NULL, duplex_open, &dop) != 0)
+        bu_die("pthread_create failed");
+    pthread_join(ts, NULL);
+    pthread_join(to, NULL);
+    t1 = bu_now();
+    for (i = 0; i < n; i++)
+        free(dop.toks[i]);
+    free(dop.toks);
+    free(dop.lens);
+    negstream__cfx_free(me);
+    negstream__cfx_free(peer);
+    return (double)(2 * n * NEGSTREAM__MAX_CHUNK) / (t1 - t0) / 1e6;
+}
 #endif
 
 int main(int argc, char **argv)
@@ -544,6 +668,17 @@ int main(int argc, char **argv)
         bu_report_row("throughput", "seal 64512-byte EncryptAndSign frames, "
                       "2 threads", "MB/s", bu_stats(two, runs));
         bu_report_ratio("seal 2 threads / 1 thread", bu_stats(sp, runs), 0,
+                        "");
+        for (i = 0; i < runs; i++) {
+            one[i] = run_duplex(true);
+            two[i] = run_duplex(false);
+            sp[i] = two[i] / one[i];
+        }
+        bu_report_row("throughput", "duplex seal || open on one context, "
+                      "one mutex", "MB/s", bu_stats(one, runs));
+        bu_report_row("throughput", "duplex seal || open on one context, "
+                      "no mutex", "MB/s", bu_stats(two, runs));
+        bu_report_ratio("duplex no mutex / one mutex", bu_stats(sp, runs), 0,
                         "");
     }
 #endif
