@@ -49,6 +49,9 @@
 #include "frame.h"
 #include "gss.h"
 #include "trace.h"
+#if HAVE_OPENSSL
+#include "wrap_cfx.h"
+#endif
 
 /* Static OIDs, so that nothing here has to be released. */
 static gss_OID_desc oid_spnego = {
@@ -56,6 +59,10 @@ static gss_OID_desc oid_spnego = {
 };
 static gss_OID_desc oid_krb5 = {
     9, (void *)"\x2a\x86\x48\x86\xf7\x12\x01\x02\x02"
+};
+/* Microsoft's krb5 OID, which Windows peers may name under SPNEGO */
+static gss_OID_desc oid_krb5_ms = {
+    9, (void *)"\x2a\x86\x48\x82\xf7\x12\x01\x02\x02"
 };
 static gss_OID_desc oid_ntlm = {
     10, (void *)"\x2b\x06\x01\x04\x01\x82\x37\x02\x02\x0a"
@@ -737,6 +744,119 @@ static negstream_status accept_status(OM_uint32 major, OM_uint32 minor)
     return cred_status(major, minor);
 }
 
+/* ---- the OpenSSL path (issue 14) --------------------------------------- */
+
+#if HAVE_OPENSSL
+/* GSS_KRB5_EXPORT_LUCID_CONTEXT_OID 1.2.840.113554.1.2.2.5.6 followed by
+ * the version, 1 (what gss_krb5_export_lucid_sec_context asks for, without
+ * deleting the context as that function does). */
+static gss_OID_desc oid_lucid_v1 = {
+    12, (void *)"\x2a\x86\x48\x86\xf7\x12\x01\x02\x02\x05\x06\x01"
+};
+
+/* Reads the keys of a complete krb5 CFX context and builds the OpenSSL
+ * state; NULL with *why when the context does not qualify.  The lucid
+ * copy of the keys is wiped by gss_krb5_free_lucid_sec_context (MIT zaps
+ * key data before freeing it). */
+static negstream__cfx *cfx_from_context(const negstream__gss *g,
+                                        const char **why)
+{
+    OM_uint32 major, minor, tmp;
+    gss_buffer_set_t set = GSS_C_NO_BUFFER_SET;
+    gss_krb5_lucid_context_v1_t *lc = NULL;
+    negstream__cfx_keys k;
+    negstream__cfx *c = NULL;
+
+    major = gss_inquire_sec_context_by_oid(&minor, g->ctx, &oid_lucid_v1,
+                                           &set);
+    if (major != GSS_S_COMPLETE || set == GSS_C_NO_BUFFER_SET ||
+        set->count != 1 || set->elements[0].length != sizeof(void *)) {
+        *why = "the krb5 mechanism gave no lucid context";
+        goto out;
+    }
+    memcpy(&lc, set->elements[0].value, sizeof(lc));
+    if (lc == NULL || lc->version != 1) {
+        *why = "lucid context of an unknown version";
+        goto out;
+    }
+    if (lc->protocol != 1) {
+        *why = "an RFC 1964 (pre-CFX) context";
+        goto out;
+    }
+    memset(&k, 0, sizeof(k));
+    k.initiator = lc->initiate != 0;
+    k.ctx_enctype = (int)lc->cfx_kd.ctx_key.type;
+    k.ctx_key = lc->cfx_kd.ctx_key.data;
+    k.ctx_key_len = lc->cfx_kd.ctx_key.length;
+    k.have_acceptor_subkey = lc->cfx_kd.have_acceptor_subkey != 0;
+    k.acc_enctype = (int)lc->cfx_kd.acceptor_subkey.type;
+    k.acc_key = lc->cfx_kd.acceptor_subkey.data;
+    k.acc_key_len = lc->cfx_kd.acceptor_subkey.length;
+    k.send_seq = lc->send_seq;
+    k.recv_seq = lc->recv_seq;
+    /* MIT's receive window is set from the context's flags, which are
+     * the flags granted (accept_sec_context/init_sec_context). */
+    k.do_replay = (g->ret_flags & GSS_C_REPLAY_FLAG) != 0;
+    k.do_sequence = (g->ret_flags & GSS_C_SEQUENCE_FLAG) != 0;
+    if (k.initiator == g->is_server) {
+        *why = "the lucid context names the other role";
+        goto out;
+    }
+    c = negstream__cfx_new(&k, why);
+out:
+    if (lc != NULL)
+        gss_krb5_free_lucid_sec_context(&tmp, lc);
+    if (set != GSS_C_NO_BUFFER_SET)
+        gss_release_buffer_set(&tmp, &set);
+    return c;
+}
+#endif
+
+/*
+ * Once the context is complete: should its frames be sealed and opened
+ * on OpenSSL (wrap_cfx.c) rather than by gss_wrap/gss_unwrap?  Yes for a
+ * krb5 context (directly or under SPNEGO) with RFC 4121 keys of an
+ * enctype we implement, unless NEGSTREAM_WRAP=gssapi.  MS-NNS sends no
+ * wrap token during the handshake, so the lucid recv_seq is still the
+ * first number expected; from here on this context's tokens never go
+ * through gss_wrap/gss_unwrap again (mixing would repeat sequence
+ * numbers).  Anything that does not qualify keeps the GSSAPI path, which
+ * is the same protection: nothing is weakened by falling back.
+ */
+void negstream__gss_take_over(negstream__gss *g)
+{
+    const char *why = "not a Kerberos context";
+    const char *env = getenv("NEGSTREAM_WRAP");
+
+    if (env != NULL && strcmp(env, "gssapi") == 0) {
+        why = "NEGSTREAM_WRAP=gssapi";
+        goto gssapi;
+    }
+    if (g->is_ntlm || !(oid_equal(g->actual_mech, &oid_krb5) ||
+                        oid_equal(g->actual_mech, &oid_krb5_ms)))
+        goto gssapi;
+    if (!(g->ret_flags & (GSS_C_INTEG_FLAG | GSS_C_CONF_FLAG))) {
+        why = "no per-message protection";
+        goto gssapi;
+    }
+#if HAVE_OPENSSL
+    g->cfx = cfx_from_context(g, &why);
+    if (g->cfx != NULL) {
+        NEGSTREAM__TRACE("gss: wrap path: openssl (RFC 4121 on OpenSSL "
+                         "libcrypto, %s%s)",
+                         negstream__krb_enctype_name(
+                             negstream__cfx_enctype(g->cfx)),
+                         negstream__cfx_acceptor_subkey(g->cfx) ?
+                         ", acceptor subkey" : "");
+        return;
+    }
+#else
+    why = "built without OpenSSL";
+#endif
+gssapi:
+    NEGSTREAM__TRACE("gss: wrap path: gssapi (%s)", why);
+}
+
 int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
                         gss_buffer_desc *out, negstream_error *err)
 {
@@ -821,6 +941,7 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
                      (flags & GSS_C_DELEG_FLAG) ? "deleg " : "",
                      (flags & (GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG)) ?
                      "replay/sequence" : "");
+    negstream__gss_take_over(g);
     return 0;
 fail:
     gss_release_buffer(&tmp, out);
@@ -1129,6 +1250,26 @@ ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
                            "empty message");
         return -1;
     }
+#if HAVE_OPENSSL
+    if (g->cfx != NULL) {
+        const char *why = "";
+        size_t need = negstream__cfx_wrap_size(g->cfx, conf_granted(g), len);
+
+        if (need > cap) {
+            negstream__err_set(err, NEGSTREAM_E_IO,
+                               "write failed: a wrap token of %zu bytes does "
+                               "not fit in %zu bytes", need, cap);
+            return -1;
+        }
+        n = negstream__cfx_wrap(g->cfx, conf_granted(g), in, len, out, cap,
+                                &why);
+        if (n < 0)
+            negstream__err_set(err, NEGSTREAM_E_IO,
+                               "write failed: could not encrypt/sign the "
+                               "data: %s", why);
+        return n;
+    }
+#endif
     if (g->is_ntlm && !conf_granted(g))
         return wrap_mic(g, in, len, out, cap, err);
 #if HAVE_GSS_WRAP_IOV && HAVE_GSS_WRAP_IOV_LENGTH && USE_GSS_IOV
@@ -1271,6 +1412,22 @@ ssize_t negstream__gss_unwrap(negstream__gss *g, uint8_t *buf, size_t len,
                            "read failed: no established security context");
         return -1;
     }
+#if HAVE_OPENSSL
+    if (g->cfx != NULL) {
+        const char *why = "";
+        bool sealed = false;
+
+        n = negstream__cfx_unwrap(g->cfx, buf, len, plain_off, &sealed,
+                                  &why);
+        if (n < 0) {
+            negstream__err_set(err, NEGSTREAM_E_IO,
+                               "read failed: could not decrypt/verify the "
+                               "frame: %s", why);
+            NEGSTREAM__TRACE("gss: unwrap failed (openssl): %s", why);
+        }
+        return n;
+    }
+#endif
     if (g->is_ntlm && !conf_granted(g))
         return unwrap_mic(g, buf, len, plain_off, err);
     if (g->is_ntlm && len <= NTLM_SIG_SIZE) {
@@ -1312,6 +1469,10 @@ void negstream__gss_free(negstream__gss *g)
 
     if (g == NULL)
         return;
+#if HAVE_OPENSSL
+    negstream__cfx_free(g->cfx);         /* wipes keys and derived keys */
+#endif
+    g->cfx = NULL;
     if (g->ctx != GSS_C_NO_CONTEXT)
         gss_delete_sec_context(&minor, &g->ctx, GSS_C_NO_BUFFER);
     if (g->cred != GSS_C_NO_CREDENTIAL)

@@ -23,6 +23,8 @@ typedef enum {
     NEGSTREAM__MECH_NTLM             /* NTLMSSP 1.3.6.1.4.1.311.2.2.10 */
 } negstream__mech;
 
+struct negstream__cfx;               /* wrap_cfx.h (OpenSSL builds) */
+
 typedef struct negstream__gss {
     bool            is_server;
     negstream__mech mech;            /* requested package */
@@ -42,6 +44,10 @@ typedef struct negstream__gss {
                                         the target as given (as .NET) */
     int             wrap_iov;        /* 0 not tried, 1 gss_wrap_iov works,
                                         -1 the mechanism has none (NTLM) */
+    struct negstream__cfx *cfx;      /* non-NULL: a Kerberos context taken
+                                        over at completion; wrap/unwrap
+                                        run on OpenSSL (wrap_cfx.c), never
+                                        through GSSAPI again */
 } negstream__gss;
 
 /* Prepares a client context: mechanism from o->mechanism (NULL or
@@ -75,6 +81,13 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
 
 void negstream__gss_release(gss_buffer_desc *buf);
 
+/* Decides, for a complete context, whether its frames are sealed and
+ * opened on OpenSSL (sets g->cfx; see gss.c) and traces which path it
+ * takes.  negstream__gss_step calls it at completion; tests call it on an
+ * imported context (g->ctx, is_server, ret_flags, actual_mech set) before
+ * any token has been wrapped or unwrapped on it. */
+void negstream__gss_take_over(negstream__gss *g);
+
 /* After completion: achieved protection below the required one (both
  * roles), impersonation below the required one (server), or mutual auth
  * missing when required (client) -> -1 with NEGSTREAM_E_AUTHENTICATION. */
@@ -94,7 +107,11 @@ const char *negstream__gss_auth_type(const negstream__gss *g);
 
 /* Wraps len (<= NEGSTREAM__MAX_CHUNK) bytes of plaintext into out (room
  * for cap bytes), with confidentiality iff it was granted.  Returns the
- * token length, or -1 with err (NEGSTREAM_E_IO, "could not encrypt"). */
+ * token length, or -1 with err (NEGSTREAM_E_IO, "could not encrypt").
+ * A Kerberos CFX context taken over at completion (g->cfx) is wrapped on
+ * OpenSSL: same tokens, same contract; its send and receive halves are
+ * independent there, which the stream may use to stop serialising a
+ * wrap against an unwrap. */
 ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
                             void *out, size_t cap, negstream_error *err);
 
@@ -105,7 +122,8 @@ ssize_t negstream__gss_wrap(negstream__gss *g, const void *in, size_t len,
 ssize_t negstream__gss_unwrap(negstream__gss *g, uint8_t *buf, size_t len,
                               size_t *plain_off, negstream_error *err);
 
-/* Releases everything (context, credentials, names, strings). */
+/* Releases everything (context, credentials, names, strings; the
+ * OpenSSL keys are wiped). */
 void negstream__gss_free(negstream__gss *g);
 
 #endif
