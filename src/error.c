@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -244,8 +245,9 @@ static const char *find_hint(OM_uint32 major, const char *minor_text)
     }
 }
 
-void negstream__err_gss(negstream_error *err, negstream_status code,
-                        const char *what, OM_uint32 major, OM_uint32 minor)
+static void err_gss(negstream_error *err, negstream_status code,
+                    const char *what, OM_uint32 major, OM_uint32 minor,
+                    bool hints)
 {
     int saved_errno = errno;
     char major_text[MSG_SIZE] = "";
@@ -264,7 +266,7 @@ void negstream__err_gss(negstream_error *err, negstream_status code,
                                      GSS_C_MECH_CODE))
         snprintf(minor_text, sizeof(minor_text), "minor status %u",
                  (unsigned)minor);
-    hint = find_hint(major, minor_text);
+    hint = hints ? find_hint(major, minor_text) : NULL;
 
     /* Keep the hint whole: the texts before it give way if needed. */
     room = MSG_SIZE;
@@ -283,6 +285,19 @@ void negstream__err_gss(negstream_error *err, negstream_status code,
         append(err->message, MSG_SIZE, hint);
     }
     errno = saved_errno;
+}
+
+void negstream__err_gss(negstream_error *err, negstream_status code,
+                        const char *what, OM_uint32 major, OM_uint32 minor)
+{
+    err_gss(err, code, what, major, minor, true);
+}
+
+void negstream__err_gss_nohint(negstream_error *err, negstream_status code,
+                               const char *what, OM_uint32 major,
+                               OM_uint32 minor)
+{
+    err_gss(err, code, what, major, minor, false);
 }
 
 void negstream__err_copy(negstream_error *dst, const negstream_error *src)

@@ -58,6 +58,7 @@ typedef struct op {
     negstream_client_options copt;
     negstream_server_options sopt;
     char            *strings;
+    void            *binding;   /* private copy of the channel bindings */
 } op;
 
 /* ---- references -------------------------------------------------------- */
@@ -394,6 +395,27 @@ static int check_protection(negstream_protection p, negstream_error *err)
     return -1;
 }
 
+/* Channel bindings: len bytes at p, which may be NULL only when len is 0;
+ * 'what' names the policy that needs them (NULL: none does). */
+static int check_binding(const void *p, size_t len, const char *needed_by,
+                         negstream_error *err)
+{
+    if (p == NULL && len > 0) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL,
+                           "channel_binding is NULL but channel_binding_len "
+                           "is %zu", len);
+        return -1;
+    }
+    if (needed_by != NULL && len == 0) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
+                           "Extended Protection %s needs the channel "
+                           "bindings to expect (channel_binding_len is 0)",
+                           needed_by);
+        return -1;
+    }
+    return 0;
+}
+
 /* The checks .NET makes on its arguments after the state checks. */
 static int check_client_options(const negstream_client_options *o,
                                 negstream_error *err)
@@ -414,12 +436,24 @@ static int check_client_options(const negstream_client_options *o,
     }
     if (check_protection(o->protection, err) < 0)
         return -1;
-    return check_mechanism(o->mechanism, err);
+    if (check_mechanism(o->mechanism, err) < 0)
+        return -1;
+    if (o->ccache_name != NULL && o->password != NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
+                           "ccache_name and password are both set (a "
+                           "password acquires new credentials; a ccache "
+                           "holds existing ones)");
+        return -1;
+    }
+    return check_binding(o->channel_binding, o->channel_binding_len, NULL,
+                         err);
 }
 
 static int check_server_options(const negstream_server_options *o,
                                 negstream_error *err)
 {
+    const char *ep = NULL;
+
     if (o->impersonation < NEGSTREAM_IMPERSONATION_NONE
         || o->impersonation > NEGSTREAM_IMPERSONATION_DELEGATION) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
@@ -429,7 +463,26 @@ static int check_server_options(const negstream_server_options *o,
     }
     if (check_protection(o->protection, err) < 0)
         return -1;
-    return check_mechanism(o->mechanism, err);
+    if (check_mechanism(o->mechanism, err) < 0)
+        return -1;
+    switch (o->extended_protection) {
+    case NEGSTREAM_EXTENDED_PROTECTION_NEVER:
+        return 0;           /* the bindings, if any, are not looked at */
+    case NEGSTREAM_EXTENDED_PROTECTION_WHEN_SUPPORTED:
+        ep = "WhenSupported";
+        break;
+    case NEGSTREAM_EXTENDED_PROTECTION_ALWAYS:
+        ep = "Always";
+        break;
+    default:
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
+                           "extended_protection %d is not a "
+                           "negstream_extended_protection",
+                           (int)o->extended_protection);
+        return -1;
+    }
+    return check_binding(o->channel_binding, o->channel_binding_len, ep,
+                         err);
 }
 
 /* ---- the work of a write ----------------------------------------------- */
@@ -832,6 +885,9 @@ void negstream_client_options_init(negstream_client_options *o)
     o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
     o->mechanism = "negotiate";
     o->require_mutual_auth = false;
+    o->channel_binding = NULL;
+    o->channel_binding_len = 0;
+    o->ccache_name = NULL;
 }
 
 void negstream_server_options_init(negstream_server_options *o)
@@ -842,6 +898,9 @@ void negstream_server_options_init(negstream_server_options *o)
     o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
     o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
     o->mechanism = "negotiate";
+    o->extended_protection = NEGSTREAM_EXTENDED_PROTECTION_NEVER;
+    o->channel_binding = NULL;
+    o->channel_binding_len = 0;
 }
 
 /*
@@ -924,6 +983,8 @@ static void op_free_strings(op *o)
 {
     free(o->strings);
     o->strings = NULL;
+    free(o->binding);
+    o->binding = NULL;
 }
 
 /*
@@ -1143,6 +1204,24 @@ static int copy_strings(op *o, const char **fields[], size_t n,
     return 0;
 }
 
+/* Copies the channel bindings (*data, len bytes) likewise; *data then
+ * points to the copy. */
+static int copy_binding(op *o, const void **data, size_t len,
+                        negstream_error *err)
+{
+    if (len == 0 || *data == NULL)
+        return 0;
+    o->binding = malloc(len);
+    if (o->binding == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory copying the channel bindings");
+        return -1;
+    }
+    memcpy(o->binding, *data, len);
+    *data = o->binding;
+    return 0;
+}
+
 /* Drops an op that was never queued: it completes synchronously with err,
  * as op_submit does for a refused job. */
 static negstream_async *op_fail_early(negstream *s, op *o,
@@ -1180,15 +1259,21 @@ static negstream_async *begin_auth(negstream *s, int kind,
     if (kind == NEGSTREAM__OP_AUTH_CLIENT) {
         const char **f[] = { &o->copt.target_name, &o->copt.user,
                              &o->copt.domain, &o->copt.password,
-                             &o->copt.mechanism };
+                             &o->copt.mechanism, &o->copt.ccache_name };
 
         o->copt = *co;
         rc = copy_strings(o, f, sizeof(f) / sizeof(f[0]), &e);
+        if (rc == 0)
+            rc = copy_binding(o, &o->copt.channel_binding,
+                              o->copt.channel_binding_len, &e);
     } else {
         const char **f[] = { &o->sopt.service_name, &o->sopt.mechanism };
 
         o->sopt = *so;
         rc = copy_strings(o, f, sizeof(f) / sizeof(f[0]), &e);
+        if (rc == 0)
+            rc = copy_binding(o, &o->sopt.channel_binding,
+                              o->sopt.channel_binding_len, &e);
     }
     if (rc < 0)
         return op_fail_early(s, o, &e);
@@ -1392,6 +1477,8 @@ PROPERTY(negstream_impersonation, negstream_impersonation_level,
          s->p_impersonation, NEGSTREAM_IMPERSONATION_NONE)
 PROPERTY(const char *, negstream_remote_identity, s->gss.peer_name, NULL)
 PROPERTY(const char *, negstream_authentication_type, s->p_auth_type, NULL)
+PROPERTY(bool, negstream_is_channel_bound,
+         negstream__gss_is_channel_bound(&s->gss), false)
 
 /* IsServer: true once a server authentication was attempted, even if it
  * failed, as in .NET. */
@@ -1406,4 +1493,47 @@ bool negstream_is_server(const negstream *cs)
     v = s->is_server && !s->closed;
     pthread_mutex_unlock(&s->mu);
     return v;
+}
+
+/* ---- delegation -------------------------------------------------------- */
+
+/*
+ * The state is checked under s->mu; the store itself (file I/O) runs
+ * without it, under a reference, like a synchronous operation.  The
+ * delegated credential is set before the stream is AUTHENTICATED and
+ * released only when the stream is freed, so it is stable here.
+ */
+int negstream_store_delegated_credentials(negstream *s,
+                                          const char *ccache_name,
+                                          negstream_error *err)
+{
+    int rc = -1;
+
+    if (s == NULL || ccache_name == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "%s is NULL",
+                           s == NULL ? "stream" : "ccache_name");
+        return -1;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (s->closed) {
+        negstream__err_set(err, NEGSTREAM_E_DISPOSED, "stream is closed");
+    } else if (s->state != NEGSTREAM__AUTHENTICATED) {
+        negstream__err_set(err, NEGSTREAM_E_INVALID_OPERATION,
+                           "stream is not authenticated: delegated "
+                           "credentials exist only after a successful "
+                           "server authentication");
+    } else if (!s->is_server) {
+        negstream__err_set(err, NEGSTREAM_E_INVALID_OPERATION,
+                           "stream is a client: only a server receives "
+                           "delegated credentials");
+    } else {
+        stream_ref(s);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0)
+        return -1;
+    rc = negstream__gss_store_delegated(&s->gss, ccache_name, err);
+    stream_unref(s);
+    return rc;
 }
