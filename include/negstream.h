@@ -228,6 +228,30 @@ NEGSTREAM_API bool negstream_is_channel_bound(const negstream *s);
 NEGSTREAM_API int negstream_store_delegated_credentials(negstream *s,
         const char *ccache_name, negstream_error *err);
 
+/* ---- channel binding data (RFC 5929, OpenSSL) -------------------------- */
+
+/* Room for the largest binding the helpers below produce:
+ * "tls-server-end-point:" followed by a hash of up to 64 bytes. */
+#define NEGSTREAM_CHANNEL_BINDING_MAX 128
+
+/* The tls-server-end-point channel binding of a server certificate (DER):
+ * "tls-server-end-point:" + its hash (RFC 5929 4.1: the hash of its
+ * signature algorithm, SHA-256 instead of MD5 or SHA-1), the bytes .NET
+ * puts after the SEC_CHANNEL_BINDINGS header for
+ * ChannelBindingKind.Endpoint.  *out_len: the size of out on entry, the
+ * length of the binding on return.  NEGSTREAM_E_NOT_SUPPORTED in a build
+ * without OpenSSL. */
+NEGSTREAM_API int negstream_channel_binding_from_cert(
+        const unsigned char *der, size_t der_len, unsigned char *out,
+        size_t *out_len, negstream_error *err);
+
+/* The same for the server certificate of an OpenSSL TLS connection
+ * (an SSL *, handshake done): the peer's on a client, its own on a
+ * server. */
+struct ssl_st;
+NEGSTREAM_API int negstream_channel_binding_from_ssl(const struct ssl_st *ssl,
+        unsigned char *out, size_t *out_len, negstream_error *err);
+
 /* ---- worker pools ----------------------------------------------------- */
 
 NEGSTREAM_API negstream_pool *negstream_pool_new(unsigned min_threads,

@@ -30,6 +30,9 @@
 
 #include "negstream.h"
 #include "testutil.h"
+#if HAVE_OPENSSL
+#include "tlsutil.h"
+#endif
 
 /* ---- the cells ---------------------------------------------------------- */
 
@@ -193,6 +196,86 @@ START_TEST(test_policy_cell)
     negstream_close(ss);
 }
 END_TEST
+
+/* ---- with real TLS connections ------------------------------------------ */
+
+#if HAVE_OPENSSL
+/*
+ * The bindings from real TLS connections (negstream_channel_binding_from_
+ * ssl), the NegotiateStream exchange beside them over TCP (running it
+ * inside TLS needs the custom transports of phase 2).  _i / 2: Kerberos or
+ * NTLM; _i % 2: direct or relayed.
+ *
+ * Direct: the client's TLS peer is the server; the bindings agree and the
+ * stream is channel-bound.  Relayed: a man in the middle terminates the
+ * client's TLS with a certificate of its own (same name, another key) and
+ * opens its own TLS connection to the server, then passes the
+ * authentication tokens through unchanged.  The client binds to the
+ * relay's certificate, the server expects its own: refused, even under
+ * WhenSupported.
+ */
+START_TEST(test_tls_relay)
+{
+    bool relayed = _i % 2 == 1;
+    mech m = _i / 2 == 0 ? MECH_KRB5 : MECH_NTLM;
+    unsigned char cb[NEGSTREAM_CHANNEL_BINDING_MAX];
+    unsigned char sb[NEGSTREAM_CHANNEL_BINDING_MAX];
+    size_t cb_len = sizeof(cb), sb_len = sizeof(sb);
+    X509 *srv_cert, *mitm_cert;
+    EVP_PKEY *srv_key, *mitm_key;
+    SSL *client_tls, *relay_srv_tls, *relay_cli_tls, *server_tls;
+    negstream_client_options co;
+    negstream_server_options so;
+    negstream_error ce, se;
+    negstream *cs, *ss;
+    int fds[2];
+    bool ok;
+
+    tt_make_cert("localhost", &srv_cert, &srv_key);
+    tt_make_cert("localhost", &mitm_cert, &mitm_key);
+    if (relayed) {
+        tt_pair(mitm_cert, mitm_key, 1, &client_tls, &relay_srv_tls);
+        tt_pair(srv_cert, srv_key, 1, &relay_cli_tls, &server_tls);
+    } else {
+        tt_pair(srv_cert, srv_key, 1, &client_tls, &server_tls);
+        relay_srv_tls = relay_cli_tls = NULL;
+    }
+    ck_assert_int_eq(negstream_channel_binding_from_ssl(client_tls, cb,
+                                                        &cb_len, &ce), 0);
+    ck_assert_int_eq(negstream_channel_binding_from_ssl(server_tls, sb,
+                                                        &sb_len, &se), 0);
+
+    client_opts(m, &co);
+    co.channel_binding = cb;
+    co.channel_binding_len = cb_len;
+    negstream_server_options_init(&so);
+    so.extended_protection = NEGSTREAM_EXTENDED_PROTECTION_WHEN_SUPPORTED;
+    so.channel_binding = sb;
+    so.channel_binding_len = sb_len;
+    tu_tcp_pair(fds);
+    ok = tu_auth_fds(fds[0], fds[1], false, &co, &so, &cs, &ss, &ce, &se);
+    if (relayed) {
+        ck_assert_msg(!ok, "a relayed %s authentication was accepted",
+                      mech_name[m]);
+        ck_assert_msg(se.code == NEGSTREAM_E_AUTHENTICATION &&
+                      strstr(se.message, "channel bindings") != NULL,
+                      "%s: %s", negstream_status_name(se.code), se.message);
+        ck_assert_int_eq(ce.code, NEGSTREAM_E_AUTHENTICATION);
+    } else {
+        ck_assert_msg(ok, "client %s; server %s", ce.message, se.message);
+        ck_assert(negstream_is_channel_bound(ss));
+    }
+    negstream_close(cs);
+    negstream_close(ss);
+    tt_pair_free(client_tls, relay_srv_tls);
+    tt_pair_free(relay_cli_tls, server_tls);
+    X509_free(srv_cert);
+    X509_free(mitm_cert);
+    EVP_PKEY_free(srv_key);
+    EVP_PKEY_free(mitm_key);
+}
+END_TEST
+#endif
 
 /* ---- the copies: begin_* must not read the caller's bytes later --------- */
 
@@ -438,6 +521,9 @@ static Suite *bindings_suite(void)
     tcase_add_test(a, test_option_errors);
     tcase_add_test(a, test_never_ignores_binding_fields);
     tcase_add_test(a, test_bound_property_states);
+#if HAVE_OPENSSL
+    tcase_add_loop_test(a, test_tls_relay, 0, 4);
+#endif
     suite_add_tcase(s, a);
     return s;
 }
