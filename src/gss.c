@@ -1026,8 +1026,8 @@ static negstream_protection achieved_level(const negstream__gss *g)
  * client that asked for, and got, a delegated ticket.
  *
  * Extended Protection Always needs GSS_C_CHANNEL_BOUND_FLAG: GSSAPI
- * refuses bindings that differ, but accepts a client that sent none, and
- * a relay that strips them is exactly such a client.
+ * refuses bindings that differ but accepts a client that sent none, and
+ * the authentication of a client that binds nothing can be relayed.
  */
 static int check_policy(const negstream__gss *g, negstream_protection got,
                         negstream_error *err)
