@@ -266,6 +266,10 @@ static void err_gss(negstream_error *err, negstream_status code,
                                      GSS_C_MECH_CODE))
         snprintf(minor_text, sizeof(minor_text), "minor status %u",
                  (unsigned)minor);
+    /* The mechglue maps a mechanism's minor 0 to a code of its own, which
+     * then reads "Success" after a failure (krb5's GSS_S_BAD_BINDINGS). */
+    if (strcmp(minor_text, "Success") == 0)
+        minor_text[0] = '\0';
     hint = hints ? find_hint(major, minor_text) : NULL;
 
     /* Keep the hint whole: the texts before it give way if needed. */

@@ -925,9 +925,9 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
             negstream__err_gss(err, NEGSTREAM_E_AUTHENTICATION,
                                GSS_ROUTINE_ERROR(major) == GSS_S_BAD_BINDINGS
                                ? BINDINGS_PREFIX "the client's do not match "
-                               "this channel's (a relayed authentication?)"
+                               "the server's (a relayed authentication?)"
                                : BINDINGS_PREFIX "the client's do not match "
-                               "this channel's, or its NTLM message was "
+                               "the server's, or its NTLM message was "
                                "altered (a relayed authentication?)",
                                major, minor);
         else if (g->is_server)

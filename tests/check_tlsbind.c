@@ -102,11 +102,11 @@ static const char *path_of(const char *name, const char *ext)
     return b;
 }
 
-/* ---- each certificate ---------------------------------------------------- */
+/* ---- each certificate -------------------------------------------------- */
 
-static void expect_binding(const cert_case *c, int rc, const unsigned char *out,
-                           size_t len, const negstream_error *e,
-                           const char *how)
+static void expect_binding(const cert_case *c, int rc,
+                           const unsigned char *out, size_t len,
+                           const negstream_error *e, const char *how)
 {
     if (strcmp(c->expected, "NOTSUP") == 0) {
         ck_assert_msg(rc == -1 && e->code == NEGSTREAM_E_NOT_SUPPORTED &&
