@@ -10,14 +10,27 @@
 # Needs the openssl program (Debian openssl, scripts/install-deps) in a
 # build with OpenSSL; a build --without-openssl runs check_tlsbind alone,
 # which then checks that the helpers say NOT_SUPPORTED.
+# NEGTEST_PEER_WRAPPER (make check-valgrind): a command prefix, such as
+# valgrind's, for check_tlsbind, run through libtool.
 #
 # Copyright (c) 2026 the libnegstream authors.  MIT licence (COPYING).
 set -u
 
 builddir=${top_builddir:-.}
 prog=$builddir/tests/check_tlsbind
+
+run_prog() {
+    if [ -n "${NEGTEST_PEER_WRAPPER:-}" ]; then
+        # shellcheck disable=SC2086  # the wrapper is words
+        "$builddir/libtool" --mode=execute $NEGTEST_PEER_WRAPPER "$prog"
+    else
+        "$prog"
+    fi
+}
+
 if ! grep -q '^#define HAVE_OPENSSL 1' "$builddir/config.h" 2>/dev/null; then
-    exec "$prog"
+    run_prog
+    exit
 fi
 openssl=${OPENSSL_PROG:-openssl}
 command -v "$openssl" >/dev/null 2>&1 || {
@@ -75,4 +88,6 @@ mkcert rsa-sha1 sha256 0 -newkey rsa:2048 -sha1
 mkcert rsa-md5 sha256 0 -newkey rsa:2048 -md5
 mkcert ed25519 none 1 -newkey ed25519
 
-NEGTEST_CERT_DIR=$dir "$prog"
+NEGTEST_CERT_DIR=$dir
+export NEGTEST_CERT_DIR
+run_prog
