@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "frame.h"
 #include "negstream.h"
 #include "testutil.h"
 #if HAVE_OPENSSL
@@ -382,6 +383,59 @@ START_TEST(test_begin_copies_bindings)
 }
 END_TEST
 
+/* ---- what the client hears ---------------------------------------------- */
+
+/*
+ * A .NET Framework server (SSPI) answers bindings that do not match with
+ * SEC_E_BAD_BINDINGS (0x80090346) in its error message, where .NET 8 and
+ * libnegstream send 1790: the client says what that code means.  The
+ * server here is a raw socket that reads the client's first message and
+ * answers with that error.
+ */
+START_TEST(test_client_hears_bad_bindings)
+{
+    uint8_t hdr[NEGSTREAM__HS_HEADER_SIZE], payload[65535];
+    uint8_t msg[NEGSTREAM__HS_HEADER_SIZE + NEGSTREAM__HS_ERROR_SIZE];
+    negstream__hs_header h;
+    negstream_client_options co;
+    negstream_error e;
+    negstream *cs;
+    size_t got;
+    int fds[2];
+
+    make_bindings();
+    tu_tcp_pair(fds);
+    /* The first token goes out before any answer is read, so the client
+     * can run here and the "server" afterwards: the kernel buffers it. */
+    negstream__hs_header_encode(msg, NEGSTREAM__HS_ERROR,
+                                NEGSTREAM__HS_ERROR_SIZE);
+    negstream__hs_error_encode(msg + NEGSTREAM__HS_HEADER_SIZE,
+                               NEGSTREAM__ERR_BAD_BINDINGS);
+    ck_assert_int_eq(write(fds[1], msg, sizeof(msg)), (ssize_t)sizeof(msg));
+    client_opts(MECH_KRB5, &co);
+    set_client_cb(&co, CB_SAME);
+    cs = negstream_new(fds[0], false, &e);
+    ck_assert_ptr_nonnull(cs);
+    ck_assert_int_eq(negstream_authenticate_as_client(cs, &co, &e), -1);
+    ck_assert_msg(e.code == NEGSTREAM_E_AUTHENTICATION &&
+                  strstr(e.message, "rejected the channel bindings") !=
+                  NULL, "%s: %s", negstream_status_name(e.code), e.message);
+    /* And the client did send its token first. */
+    ck_assert_int_eq(read(fds[1], hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    ck_assert_int_eq(negstream__hs_header_decode(hdr, &h),
+                     NEGSTREAM__FRAME_OK);
+    ck_assert_int_eq(h.id, NEGSTREAM__HS_IN_PROGRESS);
+    for (got = 0; got < h.size;) {
+        ssize_t n = read(fds[1], payload + got, h.size - got);
+
+        ck_assert_int_gt(n, 0);
+        got += (size_t)n;
+    }
+    negstream_close(cs);
+    close(fds[1]);
+}
+END_TEST
+
 /* ---- argument checks ---------------------------------------------------- */
 
 /* An option error is reported at once by both the synchronous call and
@@ -521,6 +575,7 @@ static Suite *bindings_suite(void)
     tcase_add_test(a, test_option_errors);
     tcase_add_test(a, test_never_ignores_binding_fields);
     tcase_add_test(a, test_bound_property_states);
+    tcase_add_test(a, test_client_hears_bad_bindings);
 #if HAVE_OPENSSL
     tcase_add_loop_test(a, test_tls_relay, 0, 4);
 #endif
