@@ -128,13 +128,34 @@ typedef struct negstream_client_options {
     const char *mechanism;     /* "negotiate" (default), "kerberos", "ntlm" */
     /* -- appended fields -- */
     bool require_mutual_auth;  /* fail unless mutual auth was granted      */
+    /* -- Extended Protection and delegation (keep these together) -- */
+    const void *channel_binding;   /* bytes binding the authentication to
+                                      the channel below, e.g. from
+                                      negstream_channel_binding_from_ssl();
+                                      NULL (and len 0): none               */
+    size_t channel_binding_len;
+    const char *ccache_name;   /* credentials from this Kerberos ccache
+                                  ("FILE:/path"); NULL: the default        */
 } negstream_client_options;
+
+/* What a server does with the client's channel bindings (.NET's
+ * PolicyEnforcement of an ExtendedProtectionPolicy). */
+typedef enum {
+    NEGSTREAM_EXTENDED_PROTECTION_NEVER = 0,          /* ignore them       */
+    NEGSTREAM_EXTENDED_PROTECTION_WHEN_SUPPORTED = 1, /* check them if sent */
+    NEGSTREAM_EXTENDED_PROTECTION_ALWAYS = 2          /* require them       */
+} negstream_extended_protection;
 
 typedef struct negstream_server_options {
     const char *service_name;  /* acceptor principal; NULL: any in keytab  */
     negstream_protection    protection;    /* required; ENCRYPT_AND_SIGN   */
     negstream_impersonation impersonation; /* required; IDENTIFICATION     */
     const char *mechanism;     /* as above                                 */
+    /* -- Extended Protection (keep these together) -- */
+    negstream_extended_protection extended_protection;  /* NEVER          */
+    const void *channel_binding;   /* the bindings of this server's channel,
+                                      required unless NEVER                */
+    size_t channel_binding_len;
 } negstream_server_options;
 
 NEGSTREAM_API void negstream_client_options_init(negstream_client_options *o);
@@ -212,6 +233,42 @@ NEGSTREAM_API negstream_impersonation negstream_impersonation_level(
         const negstream *s);
 NEGSTREAM_API const char *negstream_remote_identity(const negstream *s);
 NEGSTREAM_API const char *negstream_authentication_type(const negstream *s);
+/* Server: true when the client's channel bindings were checked and matched
+ * (GSS_C_CHANNEL_BOUND_FLAG).  A client never learns it: always false. */
+NEGSTREAM_API bool negstream_is_channel_bound(const negstream *s);
+
+/* ---- delegation -------------------------------------------------------- */
+
+/* Server: stores the credentials the client delegated (impersonation level
+ * DELEGATION) in the Kerberos ccache ccache_name ("FILE:/path",
+ * "MEMORY:name", ...), replacing what it held, so that the server can act
+ * as the client towards another service (client option ccache_name). */
+NEGSTREAM_API int negstream_store_delegated_credentials(negstream *s,
+        const char *ccache_name, negstream_error *err);
+
+/* ---- channel binding data (RFC 5929, OpenSSL) -------------------------- */
+
+/* Room for the largest binding the helpers below produce:
+ * "tls-server-end-point:" followed by a hash of up to 64 bytes. */
+#define NEGSTREAM_CHANNEL_BINDING_MAX 128
+
+/* The tls-server-end-point channel binding of a server certificate (DER):
+ * "tls-server-end-point:" + its hash (RFC 5929 4.1: the hash of its
+ * signature algorithm, SHA-256 instead of MD5 or SHA-1), the bytes .NET
+ * puts after the SEC_CHANNEL_BINDINGS header for
+ * ChannelBindingKind.Endpoint.  *out_len: the size of out on entry, the
+ * length of the binding on return.  NEGSTREAM_E_NOT_SUPPORTED in a build
+ * without OpenSSL. */
+NEGSTREAM_API int negstream_channel_binding_from_cert(
+        const unsigned char *der, size_t der_len, unsigned char *out,
+        size_t *out_len, negstream_error *err);
+
+/* The same for the server certificate of an OpenSSL TLS connection
+ * (an SSL *, handshake done): the peer's on a client, its own on a
+ * server. */
+struct ssl_st;
+NEGSTREAM_API int negstream_channel_binding_from_ssl(const struct ssl_st *ssl,
+        unsigned char *out, size_t *out_len, negstream_error *err);
 
 /* ---- worker pools ----------------------------------------------------- */
 

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <krb5.h>
@@ -290,8 +291,9 @@ static const char *find_hint(OM_uint32 major, OM_uint32 minor,
     }
 }
 
-void negstream__err_gss(negstream_error *err, negstream_status code,
-                        const char *what, OM_uint32 major, OM_uint32 minor)
+static void err_gss(negstream_error *err, negstream_status code,
+                    const char *what, OM_uint32 major, OM_uint32 minor,
+                    bool hints)
 {
     int saved_errno = errno;
     char major_text[MSG_SIZE] = "";
@@ -310,7 +312,11 @@ void negstream__err_gss(negstream_error *err, negstream_status code,
                                      GSS_C_MECH_CODE))
         snprintf(minor_text, sizeof(minor_text), "minor status %u",
                  (unsigned)minor);
-    hint = find_hint(major, minor, minor_text);
+    /* The mechglue maps a mechanism's minor 0 to a code of its own, which
+     * then reads "Success" after a failure (krb5's GSS_S_BAD_BINDINGS). */
+    if (strcmp(minor_text, "Success") == 0)
+        minor_text[0] = '\0';
+    hint = hints ? find_hint(major, minor, minor_text) : NULL;
 
     /* Keep the hint whole: the texts before it give way if needed. */
     room = MSG_SIZE;
@@ -329,6 +335,19 @@ void negstream__err_gss(negstream_error *err, negstream_status code,
         append(err->message, MSG_SIZE, hint);
     }
     errno = saved_errno;
+}
+
+void negstream__err_gss(negstream_error *err, negstream_status code,
+                        const char *what, OM_uint32 major, OM_uint32 minor)
+{
+    err_gss(err, code, what, major, minor, true);
+}
+
+void negstream__err_gss_nohint(negstream_error *err, negstream_status code,
+                               const char *what, OM_uint32 major,
+                               OM_uint32 minor)
+{
+    err_gss(err, code, what, major, minor, false);
 }
 
 void negstream__err_copy(negstream_error *dst, const negstream_error *src)

@@ -33,6 +33,12 @@ void negstream__err_sys(negstream_error *err, negstream_status code,
 void negstream__err_gss(negstream_error *err, negstream_status code,
                         const char *what, OM_uint32 major, OM_uint32 minor);
 
+/* The same without the hints, for a call whose failures they would
+ * misread (storing into a ccache is no lack of tickets). */
+void negstream__err_gss_nohint(negstream_error *err, negstream_status code,
+                               const char *what, OM_uint32 major,
+                               OM_uint32 minor);
+
 /* Copies src into dst (dst may be NULL). */
 void negstream__err_copy(negstream_error *dst, const negstream_error *src);
 

@@ -23,6 +23,7 @@
 #define NEGSTREAM__ERR_TRUST_FAILURE   0x000006FEu  /* 1790, policy failure */
 #define NEGSTREAM__ERR_LOGON_DENIED    0x8009030Cu
 #define NEGSTREAM__ERR_INTERNAL        0x80090304u
+#define NEGSTREAM__ERR_BAD_BINDINGS    0x80090346u  /* SEC_E_BAD_BINDINGS */
 
 /* Data frame: 4-byte little-endian length, then one wrap token. */
 #define NEGSTREAM__DATA_HEADER_SIZE 4

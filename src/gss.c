@@ -25,6 +25,16 @@
  *  - gss_acquire_cred_with_password for krb5 asks the KDC at once, so a
  *    wrong password or an unknown principal fails there; for SPNEGO it
  *    quietly leaves krb5 out and keeps NTLM, hence the krb5 probe below.
+ *  - Channel bindings (application data only, every address field zero),
+ *    for krb5, NTLM and SPNEGO over either: when both sides pass the same
+ *    bindings the acceptor sets GSS_C_CHANNEL_BOUND_FLAG; when they
+ *    differ it fails, krb5 with GSS_S_BAD_BINDINGS, gss-ntlmssp with
+ *    GSS_S_DEFECTIVE_TOKEN (minor EACCES, as for a bad NTLM MIC) on the
+ *    AUTHENTICATE message; a client that sends none is accepted without
+ *    the flag; an acceptor that passes none accepts any client.
+ *  - Delegation: krb5 grants GSS_C_DELEG_FLAG (and the acceptor gets a
+ *    delegated credential) only when the client's TGT is forwardable;
+ *    without one it drops the flag quietly and the context completes.
  *
  * Built with Heimdal (--with-gssapi=heimdal; configure.ac says why):
  * Kerberos and SPNEGO work the same; NTLM is refused with a clear error
@@ -72,6 +82,10 @@ static gss_OID_desc oid_ntlm = {
  * that negstream__gss_error_code can tell them from GSS failures and send
  * ERROR_TRUST_FAILURE (1790) as .NET does. */
 #define POLICY_PREFIX "authentication policy not met: "
+
+/* The first words of every failure caused by the channel bindings (also
+ * policy failures, sent as ERROR_TRUST_FAILURE as .NET does). */
+#define BINDINGS_PREFIX POLICY_PREFIX "channel bindings: "
 
 /* NTLM's MakeSignature / gss_get_mic token is always 16 bytes. */
 #define NTLM_SIG_SIZE 16
@@ -284,6 +298,76 @@ static negstream_status cred_status(OM_uint32 major, OM_uint32 minor)
            NEGSTREAM_E_AUTHENTICATION;
 }
 
+/* ---- channel bindings --------------------------------------------------- */
+
+/*
+ * Makes every later step pass len bytes of application data as channel
+ * bindings, in a zeroed gss_channel_bindings_struct (no addresses,
+ * GSS_C_AF_UNSPEC), as .NET's Unix PAL builds it and as gss-ntlmssp
+ * requires.  The data is copied.  len 0 means no bindings.
+ */
+static int set_bindings(negstream__gss *g, const void *data, size_t len,
+                        negstream_error *err)
+{
+    void *copy;
+
+    if (len == 0)
+        return 0;
+    if (data == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL,
+                           "channel_binding is NULL but channel_binding_len "
+                           "is %zu", len);
+        return -1;
+    }
+    copy = malloc(len);
+    if (copy == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory copying %zu bytes of channel "
+                           "bindings", len);
+        return -1;
+    }
+    memcpy(copy, data, len);
+    memset(&g->bindings, 0, sizeof(g->bindings));
+    g->bindings.initiator_addrtype = GSS_C_AF_UNSPEC;
+    g->bindings.acceptor_addrtype = GSS_C_AF_UNSPEC;
+    g->bindings.application_data.value = copy;
+    g->bindings.application_data.length = len;
+    g->use_bindings = true;
+    return 0;
+}
+
+static gss_channel_bindings_t bindings_of(negstream__gss *g)
+{
+    return g->use_bindings ? &g->bindings : GSS_C_NO_CHANNEL_BINDINGS;
+}
+
+/*
+ * Whether a failed acceptor step is the bindings' doing.  krb5 says so
+ * (GSS_S_BAD_BINDINGS); gss-ntlmssp says GSS_S_DEFECTIVE_TOKEN for the
+ * AUTHENTICATE message, which is never the first token, and says the same
+ * for a bad MIC, that is for an altered message: with bindings in use
+ * both are what a relay looks like.
+ */
+static bool bindings_refused(const negstream__gss *g, OM_uint32 major,
+                             bool first_step)
+{
+    if (!g->use_bindings)
+        return false;
+    if (GSS_ROUTINE_ERROR(major) == GSS_S_BAD_BINDINGS)
+        return true;
+    return GSS_ROUTINE_ERROR(major) == GSS_S_DEFECTIVE_TOKEN && !first_step;
+}
+
+static bool channel_bound(const negstream__gss *g)
+{
+#ifdef GSS_C_CHANNEL_BOUND_FLAG
+    return g->complete && (g->ret_flags & GSS_C_CHANNEL_BOUND_FLAG) != 0;
+#else
+    (void)g;
+    return false;
+#endif
+}
+
 /* ---- client ------------------------------------------------------------ */
 
 /* Asks MIT not to add CONF/INTEG by itself (nns.md §0).  A mechanism that
@@ -375,6 +459,30 @@ static int probe_krb5_password(gss_name_t name, gss_buffer_t pw,
     return 0;
 }
 
+/* Initiator credentials for name (GSS_C_NO_NAME: the default principal)
+ * from the ccache 'ccache', or from the default places when it is NULL. */
+static OM_uint32 acquire_initiator(OM_uint32 *minor, gss_name_t name,
+                                   gss_OID_set set, const char *ccache,
+                                   gss_cred_id_t *cred)
+{
+#if HAVE_GSS_ACQUIRE_CRED_FROM
+    gss_key_value_element_desc el;
+    gss_key_value_set_desc store = { 1, &el };
+
+    if (ccache != NULL) {
+        el.key = "ccache";
+        el.value = ccache;
+        return gss_acquire_cred_from(minor, name, GSS_C_INDEFINITE, set,
+                                     GSS_C_INITIATE, &store, cred, NULL,
+                                     NULL);
+    }
+#else
+    (void)ccache;       /* refused earlier: negstream__gss_client_init */
+#endif
+    return gss_acquire_cred(minor, name, GSS_C_INDEFINITE, set,
+                            GSS_C_INITIATE, cred, NULL, NULL);
+}
+
 static int client_creds(negstream__gss *g, const negstream_client_options *o,
                         negstream_error *err)
 {
@@ -388,16 +496,19 @@ static int client_creds(negstream__gss *g, const negstream_client_options *o,
     int rc = -1;
 
     if (o->user == NULL) {
-        if (!no_ci) {
+        if (!no_ci && o->ccache_name == NULL) {
             /* GSS_C_NO_CREDENTIAL: the default ccache, resolved by the
              * first step, which reports missing tickets itself. */
             rc = 0;
             goto out;
         }
-        major = gss_acquire_cred(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE,
-                                 &set, GSS_C_INITIATE, &g->cred, NULL, NULL);
+        major = acquire_initiator(&minor, GSS_C_NO_NAME, &set,
+                                  o->ccache_name, &g->cred);
         if (GSS_ERROR(major)) {
             negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
+                               o->ccache_name != NULL ?
+                               "acquiring credentials from the ccache "
+                               "ccache_name" :
                                "acquiring the default credentials", major,
                                minor);
             goto out;
@@ -428,9 +539,9 @@ static int client_creds(negstream__gss *g, const negstream_client_options *o,
     }
     if (o->password == NULL) {
         /* A named user without a password: that user's ticket in a
-         * ccache collection, or the client keytab. */
-        major = gss_acquire_cred(&minor, name, GSS_C_INDEFINITE, &set,
-                                 GSS_C_INITIATE, &g->cred, NULL, NULL);
+         * ccache collection (or in ccache_name), or the client keytab. */
+        major = acquire_initiator(&minor, name, &set, o->ccache_name,
+                                  &g->cred);
         if (GSS_ERROR(major)) {
             negstream__err_gss(err, NEGSTREAM_E_INVALID_CREDENTIAL,
                                "acquiring credentials for the user", major,
@@ -532,6 +643,21 @@ int negstream__gss_client_init(negstream__gss *g,
     }
     if (parse_mech(o->mechanism, &g->mech, err) < 0)
         goto out;
+    if (o->ccache_name != NULL && o->password != NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
+                           "ccache_name and password are both set (a "
+                           "password acquires new credentials; a ccache "
+                           "holds existing ones)");
+        goto out;
+    }
+#if !HAVE_GSS_ACQUIRE_CRED_FROM
+    if (o->ccache_name != NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOT_SUPPORTED,
+                           "ccache_name needs gss_acquire_cred_from, which "
+                           "this GSSAPI library lacks");
+        goto out;
+    }
+#endif
     if (o->target_name[0] == '\0') {
         negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
                            "target_name is empty: give the service "
@@ -559,6 +685,9 @@ int negstream__gss_client_init(negstream__gss *g,
     g->impersonation = o->impersonation;
     g->require_mutual = o->require_mutual_auth;
     g->req_flags = client_flags(o->protection, o->impersonation);
+    if (set_bindings(g, o->channel_binding, o->channel_binding_len,
+                     err) < 0)
+        goto out;
     g->target_str = strdup(o->target_name);
     if (g->target_str == NULL) {
         negstream__err_set(err, NEGSTREAM_E_NOMEM,
@@ -569,10 +698,12 @@ int negstream__gss_client_init(negstream__gss *g,
         goto out;
     if (client_creds(g, o, err) < 0)
         goto out;
-    NEGSTREAM__TRACE("gss: client ready: %s, %s, %s, requesting flags 0x%x",
-                     mech_text(g->mech), level_text(g->protection),
+    NEGSTREAM__TRACE("gss: client ready: %s, %s, %s, requesting flags 0x%x"
+                     ", %zu bytes of channel bindings", mech_text(g->mech),
+                     level_text(g->protection),
                      o->user != NULL ? "explicit credentials" :
-                     "default credentials", (unsigned)g->req_flags);
+                     "default credentials", (unsigned)g->req_flags,
+                     o->channel_binding_len);
     negstream__err_ok(err);
     rc = 0;
 out:
@@ -593,6 +724,66 @@ static bool set_has(gss_OID_set set, gss_const_OID oid)
         if (oid_equal(&set->elements[i], oid))
             return true;
     return false;
+}
+
+static const char *ep_text(negstream_extended_protection p)
+{
+    switch (p) {
+    case NEGSTREAM_EXTENDED_PROTECTION_NEVER:
+        return "Never";
+    case NEGSTREAM_EXTENDED_PROTECTION_WHEN_SUPPORTED:
+        return "WhenSupported";
+    case NEGSTREAM_EXTENDED_PROTECTION_ALWAYS:
+        return "Always";
+    }
+    return "?";
+}
+
+/*
+ * The server's Extended Protection: NEVER passes no bindings (any client
+ * is accepted, as by .NET on Unix); WHEN_SUPPORTED and ALWAYS pass the
+ * expected ones, so that GSSAPI refuses different ones, and ALWAYS also
+ * refuses, after completion, a client that sent none.  ALWAYS needs a
+ * library that says whether the bindings were verified: without
+ * GSS_C_CHANNEL_BOUND_FLAG it is NEGSTREAM_E_NOT_SUPPORTED, as .NET's
+ * PlatformNotSupportedException on a system without Extended Protection.
+ */
+static int server_bindings(negstream__gss *g,
+                           const negstream_server_options *o,
+                           negstream_error *err)
+{
+    switch (o->extended_protection) {
+    case NEGSTREAM_EXTENDED_PROTECTION_NEVER:
+        g->extended_protection = o->extended_protection;
+        return 0;
+    case NEGSTREAM_EXTENDED_PROTECTION_WHEN_SUPPORTED:
+    case NEGSTREAM_EXTENDED_PROTECTION_ALWAYS:
+        break;
+    default:
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
+                           "extended_protection %d is not a "
+                           "negstream_extended_protection",
+                           (int)o->extended_protection);
+        return -1;
+    }
+#ifndef GSS_C_CHANNEL_BOUND_FLAG
+    if (o->extended_protection == NEGSTREAM_EXTENDED_PROTECTION_ALWAYS) {
+        negstream__err_set(err, NEGSTREAM_E_NOT_SUPPORTED,
+                           "Extended Protection Always: this GSSAPI library "
+                           "cannot tell whether a client's channel bindings "
+                           "were verified (no GSS_C_CHANNEL_BOUND_FLAG)");
+        return -1;
+    }
+#endif
+    if (o->channel_binding_len == 0) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
+                           "Extended Protection %s needs the channel "
+                           "bindings to expect (channel_binding_len is 0)",
+                           ep_text(o->extended_protection));
+        return -1;
+    }
+    g->extended_protection = o->extended_protection;
+    return set_bindings(g, o->channel_binding, o->channel_binding_len, err);
 }
 
 /*
@@ -638,6 +829,8 @@ int negstream__gss_server_init(negstream__gss *g,
     if (g->mech == NEGSTREAM__MECH_NTLM &&
         ntlm_usable("the server requires NTLM", err) < 0)
         goto out;
+    if (server_bindings(g, o, err) < 0)
+        goto out;
     g->protection = o->protection;
     g->impersonation = o->impersonation;
     if (o->service_name != NULL && o->service_name[0] != '\0' &&
@@ -675,10 +868,12 @@ int negstream__gss_server_init(negstream__gss *g,
             goto out;
         }
     }
-    NEGSTREAM__TRACE("gss: server ready for %s (%s), requiring %s and %s",
+    NEGSTREAM__TRACE("gss: server ready for %s (%s), requiring %s and %s, "
+                     "Extended Protection %s",
                      o->service_name != NULL ? o->service_name :
                      "any service in the keytab", mech_text(g->mech),
-                     level_text(g->protection), imp_text(g->impersonation));
+                     level_text(g->protection), imp_text(g->impersonation),
+                     ep_text(g->extended_protection));
     negstream__err_ok(err);
     rc = 0;
 out:
@@ -863,6 +1058,7 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
     OM_uint32 major, minor, tmp, flags = 0;
     gss_buffer_desc inb;
     gss_OID actual = GSS_C_NO_OID;
+    bool first_step = g->ctx == GSS_C_NO_CONTEXT;
 
     out->length = 0;
     out->value = NULL;
@@ -877,19 +1073,28 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
     if (!g->is_server) {
         major = gss_init_sec_context(&minor, g->cred, &g->ctx, g->target,
                                      mech_oid(g->mech), g->req_flags, 0,
-                                     GSS_C_NO_CHANNEL_BINDINGS,
+                                     bindings_of(g),
                                      in_len > 0 ? &inb : GSS_C_NO_BUFFER,
                                      &actual, out, &flags, NULL);
     } else {
         major = gss_accept_sec_context(&minor, &g->ctx, g->cred, &inb,
-                                       GSS_C_NO_CHANNEL_BINDINGS, NULL,
-                                       &actual, out, &flags, NULL, NULL);
+                                       bindings_of(g), NULL, &actual, out,
+                                       &flags, NULL, &g->deleg_cred);
     }
     if (GSS_ERROR(major)) {
         /* A krb5 acceptor may hand out a KRB-ERROR token; MS-NNS sends
          * an error message instead, so it is dropped. */
         gss_release_buffer(&tmp, out);
-        if (g->is_server)
+        if (g->is_server && bindings_refused(g, major, first_step))
+            negstream__err_gss(err, NEGSTREAM_E_AUTHENTICATION,
+                               GSS_ROUTINE_ERROR(major) == GSS_S_BAD_BINDINGS
+                               ? BINDINGS_PREFIX "the client's do not match "
+                               "the server's (a relayed authentication?)"
+                               : BINDINGS_PREFIX "the client's do not match "
+                               "the server's, or its NTLM message was "
+                               "altered (a relayed authentication?)",
+                               major, minor);
+        else if (g->is_server)
             negstream__err_gss(err, accept_status(major, minor),
                                "accepting the client's token", major, minor);
         else
@@ -933,12 +1138,13 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
         }
     }
     NEGSTREAM__TRACE("gss: context complete: mech %s, flags 0x%x "
-                     "(%s%s%s%s%s%s)", oid_text(actual), (unsigned)flags,
+                     "(%s%s%s%s%s%s%s)", oid_text(actual), (unsigned)flags,
                      (flags & GSS_C_CONF_FLAG) ? "conf " : "",
                      (flags & GSS_C_INTEG_FLAG) ? "integ " : "",
                      (flags & GSS_C_MUTUAL_FLAG) ? "mutual " : "",
                      (flags & GSS_C_IDENTIFY_FLAG) ? "identify " : "",
                      (flags & GSS_C_DELEG_FLAG) ? "deleg " : "",
+                     channel_bound(g) ? "channel-bound " : "",
                      (flags & (GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG)) ?
                      "replay/sequence" : "");
     negstream__gss_take_over(g);
@@ -972,21 +1178,34 @@ static negstream_protection achieved_level(const negstream__gss *g)
 }
 
 /*
- * nns.md §3 / dotnet-behaviour.md §5.6: server impersonation first, then
- * the protection level (both roles), then our own additions: the server's
- * explicit mechanism and the client's require_mutual_auth.
+ * nns.md §3 / dotnet-behaviour.md §5.6, in .NET's order: Extended
+ * Protection first (where .NET checks the service name, and where SSPI
+ * refuses missing bindings), server impersonation, the protection level
+ * (both roles), then our own additions: the server's explicit mechanism
+ * and the client's require_mutual_auth.
  *
  * Impersonation with MIT: the krb5 acceptor reports IDENTIFY only when the
  * client asked for it, and no flag means "Impersonation", which is above
  * Identification; so the default requirement (Identification) is met by
  * every client, MIT or .NET.  Only a server requiring Delegation needs a
  * client that asked for, and got, a delegated ticket.
+ *
+ * Extended Protection Always needs GSS_C_CHANNEL_BOUND_FLAG: GSSAPI
+ * refuses bindings that differ but accepts a client that sent none, and
+ * the authentication of a client that binds nothing can be relayed.
  */
-int negstream__gss_check_outcome(const negstream__gss *g,
-                                 negstream_error *err)
+static int check_policy(const negstream__gss *g, negstream_protection got,
+                        negstream_error *err)
 {
-    negstream_protection got = achieved_level(g);
-
+    if (g->is_server &&
+        g->extended_protection == NEGSTREAM_EXTENDED_PROTECTION_ALWAYS &&
+        !channel_bound(g)) {
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           BINDINGS_PREFIX "the client sent none, and "
+                           "Extended Protection is Always (the client must "
+                           "bind to this TLS channel)");
+        return -1;
+    }
     if (g->is_server) {
         negstream_impersonation imp = negstream__gss_impersonation(g);
 
@@ -1020,6 +1239,20 @@ int negstream__gss_check_outcome(const negstream__gss *g,
                            POLICY_PREFIX "mutual authentication was "
                            "required but not granted%s",
                            g->is_ntlm ? " (NTLM cannot provide it)" : "");
+        return -1;
+    }
+    return 0;
+}
+
+int negstream__gss_check_outcome(negstream__gss *g, negstream_error *err)
+{
+    negstream_protection got = achieved_level(g);
+    OM_uint32 minor;
+
+    if (check_policy(g, got, err) < 0) {
+        /* A delegated credential must not outlive the refusal. */
+        if (g->deleg_cred != GSS_C_NO_CREDENTIAL)
+            gss_release_cred(&minor, &g->deleg_cred);
         return -1;
     }
     NEGSTREAM__TRACE("gss: outcome accepted: %s, %s", level_text(got),
@@ -1088,6 +1321,64 @@ const char *negstream__gss_auth_type(const negstream__gss *g)
     if (oid_equal(g->actual_mech, &oid_krb5))
         return "Kerberos";
     return "Negotiate";
+}
+
+bool negstream__gss_is_channel_bound(const negstream__gss *g)
+{
+    return g->is_server && channel_bound(g);
+}
+
+/* ---- delegation -------------------------------------------------------- */
+
+/*
+ * gss_store_cred_into the ccache: every mechanism's element of the
+ * delegated credential (krb5's, also when SPNEGO carried it), overwriting
+ * (the ccache is initialised for the delegating principal), and not made
+ * the default (no ccache collection is switched).
+ */
+int negstream__gss_store_delegated(negstream__gss *g, const char *ccache_name,
+                                   negstream_error *err)
+{
+#if HAVE_GSS_STORE_CRED_INTO
+    OM_uint32 major, minor;
+    gss_key_value_element_desc el;
+    gss_key_value_set_desc store = { 1, &el };
+
+    if (g->deleg_cred == GSS_C_NO_CREDENTIAL) {
+        negstream__err_set(err, NEGSTREAM_E_INVALID_OPERATION,
+                           "the client delegated no credentials (it must "
+                           "ask for impersonation level Delegation, with a "
+                           "forwardable Kerberos ticket; NTLM never "
+                           "delegates)");
+        return -1;
+    }
+    el.key = "ccache";
+    el.value = ccache_name;
+    major = gss_store_cred_into(&minor, g->deleg_cred, GSS_C_INITIATE,
+                                GSS_C_NO_OID, 1, 0, &store, NULL, NULL);
+    if (GSS_ERROR(major)) {
+        /* The credential expired, or the ccache could not be written
+         * (no such directory, no permission, an unknown ccache type). */
+        negstream__err_gss_nohint(err, GSS_ROUTINE_ERROR(major) ==
+                                  GSS_S_CREDENTIALS_EXPIRED ?
+                                  NEGSTREAM_E_INVALID_CREDENTIAL :
+                                  NEGSTREAM_E_IO,
+                                  "storing the delegated credentials in the "
+                                  "ccache", major, minor);
+        return -1;
+    }
+    NEGSTREAM__TRACE("gss: delegated credentials stored in %s", ccache_name);
+    negstream__err_ok(err);
+    return 0;
+#else
+    (void)g;
+    (void)ccache_name;
+    negstream__err_set(err, NEGSTREAM_E_NOT_SUPPORTED,
+                       "storing delegated credentials needs "
+                       "gss_store_cred_into, which this GSSAPI library "
+                       "lacks");
+    return -1;
+#endif
 }
 
 /* ---- per-message protection -------------------------------------------- */
@@ -1479,6 +1770,14 @@ void negstream__gss_free(negstream__gss *g)
         gss_release_cred(&minor, &g->cred);
     if (g->target != GSS_C_NO_NAME)
         gss_release_name(&minor, &g->target);
+    /* MIT destroys the delegated credential's memory ccache, which wipes
+     * the forwarded TGT's session key (krb5_free_keyblock_contents). */
+    if (g->deleg_cred != GSS_C_NO_CREDENTIAL)
+        gss_release_cred(&minor, &g->deleg_cred);
+    free(g->bindings.application_data.value);
+    memset(&g->bindings, 0, sizeof(g->bindings));
+    g->use_bindings = false;
+    g->deleg_cred = GSS_C_NO_CREDENTIAL;
     g->ctx = GSS_C_NO_CONTEXT;
     g->cred = GSS_C_NO_CREDENTIAL;
     g->target = GSS_C_NO_NAME;

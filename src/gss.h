@@ -48,6 +48,15 @@ typedef struct negstream__gss {
                                         over at completion; wrap/unwrap
                                         run on OpenSSL (wrap_cfx.c), never
                                         through GSSAPI again */
+    /* Extended Protection: the bindings passed to every step (client:
+     * when given; server: unless the policy is NEVER), with their own
+     * copy of the application data. */
+    negstream_extended_protection   extended_protection;  /* server */
+    bool                            use_bindings;
+    struct gss_channel_bindings_struct bindings;
+    /* server: the credential the client delegated, if any; released (and
+     * its keys with it) by negstream__gss_free or a failed outcome */
+    gss_cred_id_t   deleg_cred;
 } negstream__gss;
 
 /* Prepares a client context: mechanism from o->mechanism (NULL or
@@ -88,14 +97,22 @@ void negstream__gss_release(gss_buffer_desc *buf);
  * any token has been wrapped or unwrapped on it. */
 void negstream__gss_take_over(negstream__gss *g);
 
-/* After completion: achieved protection below the required one (both
- * roles), impersonation below the required one (server), or mutual auth
- * missing when required (client) -> -1 with NEGSTREAM_E_AUTHENTICATION. */
-int negstream__gss_check_outcome(const negstream__gss *g,
-                                 negstream_error *err);
+/* After completion: channel bindings missing under Extended Protection
+ * ALWAYS (server), impersonation below the required one (server),
+ * achieved protection below the required one (both roles), or mutual auth
+ * missing when required (client) -> -1 with NEGSTREAM_E_AUTHENTICATION,
+ * and a delegated credential is released at once. */
+int negstream__gss_check_outcome(negstream__gss *g, negstream_error *err);
 
 /* The code a side puts in its HandshakeError message for a failure. */
 uint32_t negstream__gss_error_code(const negstream_error *failure);
+
+/* Server: stores the delegated credential in the ccache ccache_name
+ * (gss_store_cred_into, replacing its contents).  No delegated credential
+ * -> NEGSTREAM_E_INVALID_OPERATION; a failed store -> NEGSTREAM_E_IO;
+ * no gss_store_cred_into -> NEGSTREAM_E_NOT_SUPPORTED. */
+int negstream__gss_store_delegated(negstream__gss *g, const char *ccache_name,
+                                   negstream_error *err);
 
 /* Properties of a complete context, as .NET computes them. */
 bool negstream__gss_is_encrypted(const negstream__gss *g);
@@ -104,6 +121,7 @@ bool negstream__gss_is_mutual(const negstream__gss *g);
 bool negstream__gss_is_framed(const negstream__gss *g);  /* INTEG or CONF */
 negstream_impersonation negstream__gss_impersonation(const negstream__gss *g);
 const char *negstream__gss_auth_type(const negstream__gss *g);
+bool negstream__gss_is_channel_bound(const negstream__gss *g);
 
 /* Wraps len (<= NEGSTREAM__MAX_CHUNK) bytes of plaintext into out (room
  * for cap bytes), with confidentiality iff it was granted.  Returns the

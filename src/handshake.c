@@ -210,8 +210,14 @@ static void peer_error(const negstream__hs *x, negstream_error *err)
     else if (code == NEGSTREAM__ERR_TRUST_FAILURE)
         negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
                            "the remote side's expectations were not met "
-                           "(error %u: raise the protection or "
-                           "impersonation level)", (unsigned)code);
+                           "(error %u: protection level, impersonation "
+                           "level or channel bindings)", (unsigned)code);
+    else if (code == NEGSTREAM__ERR_BAD_BINDINGS)
+        /* What a .NET Framework (SSPI) server sends. */
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           "the remote side rejected the channel bindings "
+                           "(0x%08X: is the client bound to the same TLS "
+                           "channel?)", (unsigned)code);
     else
         negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
                            "authentication failed on the remote side "

@@ -492,6 +492,7 @@ void negstream__op_free_auth(negstream__op *o)
         negstream__hs_free(&a->hs);
     wipe(a->strings, a->strings_len);
     free(a->strings);
+    free(a->binding);
     wipe(a, sizeof(*a));
     free(a);
     o->auth = NULL;

@@ -42,6 +42,7 @@ typedef struct negstream__auth {
     negstream_server_options sopt;
     char                    *strings;   /* the copied strings, one block */
     size_t                   strings_len;
+    void                    *binding;   /* the copied channel bindings */
     bool                     gss_ready; /* gss init done, handshake begun */
     negstream__hs            hs;
 } negstream__auth;

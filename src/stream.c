@@ -358,6 +358,27 @@ static int check_protection(negstream_protection p, negstream_error *err)
     return -1;
 }
 
+/* Channel bindings: len bytes at p, which may be NULL only when len is 0;
+ * needed_by names the policy that needs them (NULL: none does). */
+static int check_binding(const void *p, size_t len, const char *needed_by,
+                         negstream_error *err)
+{
+    if (p == NULL && len > 0) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL,
+                           "channel_binding is NULL but channel_binding_len "
+                           "is %zu", len);
+        return -1;
+    }
+    if (needed_by != NULL && len == 0) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
+                           "Extended Protection %s needs the channel "
+                           "bindings to expect (channel_binding_len is 0)",
+                           needed_by);
+        return -1;
+    }
+    return 0;
+}
+
 /* The checks .NET makes on its arguments after the state checks. */
 static int check_client_options(const negstream_client_options *o,
                                 negstream_error *err)
@@ -378,12 +399,24 @@ static int check_client_options(const negstream_client_options *o,
     }
     if (check_protection(o->protection, err) < 0)
         return -1;
-    return check_mechanism(o->mechanism, err);
+    if (check_mechanism(o->mechanism, err) < 0)
+        return -1;
+    if (o->ccache_name != NULL && o->password != NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
+                           "ccache_name and password are both set (a "
+                           "password acquires new credentials; a ccache "
+                           "holds existing ones)");
+        return -1;
+    }
+    return check_binding(o->channel_binding, o->channel_binding_len, NULL,
+                         err);
 }
 
 static int check_server_options(const negstream_server_options *o,
                                 negstream_error *err)
 {
+    const char *ep = NULL;
+
     if (o->impersonation < NEGSTREAM_IMPERSONATION_NONE
         || o->impersonation > NEGSTREAM_IMPERSONATION_DELEGATION) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
@@ -393,7 +426,26 @@ static int check_server_options(const negstream_server_options *o,
     }
     if (check_protection(o->protection, err) < 0)
         return -1;
-    return check_mechanism(o->mechanism, err);
+    if (check_mechanism(o->mechanism, err) < 0)
+        return -1;
+    switch (o->extended_protection) {
+    case NEGSTREAM_EXTENDED_PROTECTION_NEVER:
+        return 0;           /* the bindings, if any, are not looked at */
+    case NEGSTREAM_EXTENDED_PROTECTION_WHEN_SUPPORTED:
+        ep = "WhenSupported";
+        break;
+    case NEGSTREAM_EXTENDED_PROTECTION_ALWAYS:
+        ep = "Always";
+        break;
+    default:
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_RANGE,
+                           "extended_protection %d is not a "
+                           "negstream_extended_protection",
+                           (int)o->extended_protection);
+        return -1;
+    }
+    return check_binding(o->channel_binding, o->channel_binding_len, ep,
+                         err);
 }
 
 /* ---- reading and writing ----------------------------------------------- */
@@ -527,6 +579,24 @@ static int copy_strings(negstream__auth *a, const char **fields[], size_t n,
     return 0;
 }
 
+/* Copies the channel bindings (*data, len bytes) likewise; *data then
+ * points to the copy. */
+static int copy_binding(negstream__auth *a, const void **data, size_t len,
+                        negstream_error *err)
+{
+    if (len == 0 || *data == NULL)
+        return 0;
+    a->binding = malloc(len);
+    if (a->binding == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory copying the channel bindings");
+        return -1;
+    }
+    memcpy(a->binding, *data, len);
+    *data = a->binding;
+    return 0;
+}
+
 /* Auth state checks and the move to AUTHENTICATING, under s->mu. */
 static int begin_auth_locked(negstream *s, int kind, negstream_error *err)
 {
@@ -578,17 +648,23 @@ static int auth_args(negstream__op *o, const negstream_client_options *co,
     if (co != NULL) {
         const char **f[] = { &a->copt.target_name, &a->copt.user,
                              &a->copt.domain, &a->copt.password,
-                             &a->copt.mechanism };
+                             &a->copt.mechanism, &a->copt.ccache_name };
 
         a->copt = *co;
         if (copy)
             rc = copy_strings(a, f, sizeof(f) / sizeof(f[0]), err);
+        if (copy && rc == 0)
+            rc = copy_binding(a, &a->copt.channel_binding,
+                              a->copt.channel_binding_len, err);
     } else {
         const char **f[] = { &a->sopt.service_name, &a->sopt.mechanism };
 
         a->sopt = *so;
         if (copy)
             rc = copy_strings(a, f, sizeof(f) / sizeof(f[0]), err);
+        if (copy && rc == 0)
+            rc = copy_binding(a, &a->sopt.channel_binding,
+                              a->sopt.channel_binding_len, err);
     }
     return rc;
 }
@@ -813,6 +889,9 @@ void negstream_client_options_init(negstream_client_options *o)
     o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
     o->mechanism = "negotiate";
     o->require_mutual_auth = false;
+    o->channel_binding = NULL;
+    o->channel_binding_len = 0;
+    o->ccache_name = NULL;
 }
 
 void negstream_server_options_init(negstream_server_options *o)
@@ -823,6 +902,9 @@ void negstream_server_options_init(negstream_server_options *o)
     o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
     o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
     o->mechanism = "negotiate";
+    o->extended_protection = NEGSTREAM_EXTENDED_PROTECTION_NEVER;
+    o->channel_binding = NULL;
+    o->channel_binding_len = 0;
 }
 
 /* ---- properties -------------------------------------------------------- */
@@ -852,6 +934,8 @@ PROPERTY(negstream_impersonation, negstream_impersonation_level,
          s->p_impersonation, NEGSTREAM_IMPERSONATION_NONE)
 PROPERTY(const char *, negstream_remote_identity, s->gss.peer_name, NULL)
 PROPERTY(const char *, negstream_authentication_type, s->p_auth_type, NULL)
+PROPERTY(bool, negstream_is_channel_bound,
+         negstream__gss_is_channel_bound(&s->gss), false)
 
 /* IsServer: true once a server authentication was attempted, even if it
  * failed, as in .NET. */
@@ -866,4 +950,47 @@ bool negstream_is_server(const negstream *cs)
     v = s->is_server && !s->closed;
     pthread_mutex_unlock(&s->mu);
     return v;
+}
+
+/* ---- delegation -------------------------------------------------------- */
+
+/*
+ * The state is checked under s->mu; the store itself (file I/O) runs
+ * without it, under a reference, like a synchronous operation.  The
+ * delegated credential is set before the stream is AUTHENTICATED and
+ * released only when the stream is released, so it is stable here.
+ */
+int negstream_store_delegated_credentials(negstream *s,
+                                          const char *ccache_name,
+                                          negstream_error *err)
+{
+    int rc = -1;
+
+    if (s == NULL || ccache_name == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "%s is NULL",
+                           s == NULL ? "stream" : "ccache_name");
+        return -1;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (s->closed) {
+        negstream__err_set(err, NEGSTREAM_E_DISPOSED, "stream is closed");
+    } else if (s->state != NEGSTREAM__AUTHENTICATED) {
+        negstream__err_set(err, NEGSTREAM_E_INVALID_OPERATION,
+                           "stream is not authenticated: delegated "
+                           "credentials exist only after a successful "
+                           "server authentication");
+    } else if (!s->is_server) {
+        negstream__err_set(err, NEGSTREAM_E_INVALID_OPERATION,
+                           "stream is a client: only a server receives "
+                           "delegated credentials");
+    } else {
+        stream_ref(s);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0)
+        return -1;
+    rc = negstream__gss_store_delegated(&s->gss, ccache_name, err);
+    negstream__stream_unref(s);
+    return rc;
 }

@@ -1,0 +1,152 @@
+/*
+ * tlsutil.c - OpenSSL helpers of the tests (see tlsutil.h).
+ */
+#include "config.h"
+
+#if HAVE_OPENSSL
+
+#include <check.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "tlsutil.h"
+
+static const char *ssl_error_text(void)
+{
+    static __thread char buf[256];
+    unsigned long e = ERR_get_error();
+
+    if (e == 0)
+        return "no OpenSSL error queued";
+    ERR_error_string_n(e, buf, sizeof(buf));
+    return buf;
+}
+
+void tt_make_cert(const char *cn, X509 **cert, EVP_PKEY **key)
+{
+    static long serial = 1;
+    X509_NAME *name;
+    X509 *x;
+    EVP_PKEY *k;
+
+    k = EVP_EC_gen("P-256");
+    ck_assert_msg(k != NULL, "EVP_EC_gen: %s", ssl_error_text());
+    x = X509_new();
+    ck_assert_ptr_nonnull(x);
+    ck_assert(X509_set_version(x, X509_VERSION_3));
+    ck_assert(ASN1_INTEGER_set(X509_get_serialNumber(x), serial++));
+    ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notBefore(x), -60));
+    ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+    ck_assert(X509_set_pubkey(x, k));
+    name = X509_get_subject_name(x);
+    ck_assert(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                         (const unsigned char *)cn, -1, -1,
+                                         0));
+    ck_assert(X509_set_issuer_name(x, name));
+    ck_assert_msg(X509_sign(x, k, EVP_sha256()) > 0, "X509_sign: %s",
+                  ssl_error_text());
+    *cert = x;
+    *key = k;
+}
+
+void tt_load_pem(const char *cert_path, const char *key_path, X509 **cert,
+                 EVP_PKEY **key)
+{
+    FILE *f;
+
+    f = fopen(cert_path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", cert_path);
+    *cert = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    ck_assert_msg(*cert != NULL, "%s: %s", cert_path, ssl_error_text());
+    f = fopen(key_path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", key_path);
+    *key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    ck_assert_msg(*key != NULL, "%s: %s", key_path, ssl_error_text());
+}
+
+static SSL *new_ssl(bool server, X509 *cert, EVP_PKEY *key, int seclevel)
+{
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() :
+                               TLS_client_method());
+    SSL *ssl;
+
+    ck_assert_msg(ctx != NULL, "SSL_CTX_new: %s", ssl_error_text());
+    SSL_CTX_set_security_level(ctx, seclevel);
+    if (server) {
+        ck_assert_msg(SSL_CTX_use_certificate(ctx, cert) == 1,
+                      "SSL_CTX_use_certificate: %s", ssl_error_text());
+        ck_assert_msg(SSL_CTX_use_PrivateKey(ctx, key) == 1,
+                      "SSL_CTX_use_PrivateKey: %s", ssl_error_text());
+    }
+    /* The tests look at the certificate, they do not trust it. */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    ssl = SSL_new(ctx);
+    ck_assert_ptr_nonnull(ssl);
+    SSL_CTX_free(ctx);          /* the SSL holds its own reference */
+    return ssl;
+}
+
+void tt_pair_new(X509 *cert, EVP_PKEY *key, int seclevel, SSL **client,
+                 SSL **server)
+{
+    BIO *cb = NULL, *sb = NULL;
+
+    *client = new_ssl(false, NULL, NULL, seclevel);
+    *server = new_ssl(true, cert, key, seclevel);
+    ck_assert(BIO_new_bio_pair(&cb, 0, &sb, 0) == 1);
+    SSL_set_bio(*client, cb, cb);
+    SSL_set_bio(*server, sb, sb);
+    SSL_set_connect_state(*client);
+    SSL_set_accept_state(*server);
+}
+
+/* Each side runs until it needs the other; a few rounds finish TLS 1.3. */
+void tt_pair(X509 *cert, EVP_PKEY *key, int seclevel, SSL **client,
+             SSL **server)
+{
+    int round, c = 0, s = 0;
+
+    tt_pair_new(cert, key, seclevel, client, server);
+    for (round = 0; round < 20 && (c != 1 || s != 1); round++) {
+        if (c != 1) {
+            c = SSL_do_handshake(*client);
+            ck_assert_msg(c == 1 || SSL_get_error(*client, c) ==
+                          SSL_ERROR_WANT_READ, "client handshake: %s",
+                          ssl_error_text());
+        }
+        if (s != 1) {
+            s = SSL_do_handshake(*server);
+            ck_assert_msg(s == 1 || SSL_get_error(*server, s) ==
+                          SSL_ERROR_WANT_READ, "server handshake: %s",
+                          ssl_error_text());
+        }
+    }
+    ck_assert_msg(c == 1 && s == 1, "TLS handshake did not finish");
+}
+
+void tt_pair_free(SSL *client, SSL *server)
+{
+    SSL_free(client);
+    SSL_free(server);
+}
+
+const char *tt_hex(const unsigned char *p, size_t n)
+{
+    static __thread char buf[2 * 256 + 1];
+    size_t i;
+
+    if (n > 256)
+        n = 256;
+    for (i = 0; i < n; i++)
+        snprintf(buf + 2 * i, 3, "%02x", p[i]);
+    buf[2 * n] = '\0';
+    return buf;
+}
+
+#endif /* HAVE_OPENSSL */
