@@ -244,6 +244,31 @@ static const char *find_hint(OM_uint32 major, const char *minor_text)
     }
 }
 
+bool negstream__gss_minor_is_errno(OM_uint32 minor, gss_const_OID mech,
+                                   int errnum)
+{
+    int saved_errno = errno;
+    char text[MSG_SIZE] = "", sys[128];
+    OM_uint32 msg_ctx = 0, major, tmp;
+    gss_buffer_desc buf = GSS_C_EMPTY_BUFFER;
+    bool same = false;
+
+    if (minor == 0)
+        goto out;
+    major = gss_display_status(&tmp, minor, GSS_C_MECH_CODE,
+                               (gss_OID)mech, &msg_ctx, &buf);
+    if (GSS_ERROR(major))
+        goto out;
+    append_n(text, sizeof(text), buf.value, buf.length);
+    gss_release_buffer(&tmp, &buf);
+    /* one line only: a second one would be something else */
+    same = msg_ctx == 0 &&
+           strcmp(text, sys_text(errnum, sys, sizeof(sys))) == 0;
+out:
+    errno = saved_errno;
+    return same;
+}
+
 void negstream__err_gss(negstream_error *err, negstream_status code,
                         const char *what, OM_uint32 major, OM_uint32 minor)
 {

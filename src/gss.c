@@ -20,7 +20,8 @@
  *    side then frames its data, consistently, as .NET on Unix does.
  *  - gss-ntlmssp has no gss_wrap_iov; MIT's mechglue says GSS_S_UNAVAILABLE
  *    and we fall back to gss_wrap.  Its acceptor fails an unknown user with
- *    GSS_S_FAILURE/EACCES and a wrong password with GSS_S_FAILURE/EINVAL.
+ *    GSS_S_FAILURE/EACCES and a wrong password with GSS_S_FAILURE/EINVAL
+ *    (its own codes: the mechglue renumbers them, see accept_status).
  *  - gss_display_name of an NTLM initiator ends with a NUL byte, stripped.
  *  - gss_acquire_cred_with_password for krb5 asks the KDC at once, so a
  *    wrong password or an unknown principal fails there; for SPNEGO it
@@ -681,14 +682,118 @@ out:
     return rc;
 }
 
-/* The status for a failed acceptor step: besides the GSS credential
- * errors, gss-ntlmssp says EACCES (unknown user) and EINVAL (wrong
- * password) under GSS_S_FAILURE; krb5 minors are com_err codes far above
- * errno values, so the two cannot be confused. */
-static negstream_status accept_status(OM_uint32 major, OM_uint32 minor)
+/*
+ * Reads one DER TLV at *p (before end): its tag, and its contents at
+ * *c, *n bytes.  Advances *p past it.  False when it does not fit.
+ */
+static bool der_tlv(const uint8_t **p, const uint8_t *end, uint8_t *tag,
+                    const uint8_t **c, size_t *n)
+{
+    const uint8_t *q = *p;
+    size_t len = 0;
+    int k;
+
+    if (end - q < 2)
+        return false;
+    *tag = *q++;
+    if (*q < 0x80) {
+        len = *q++;
+    } else {
+        k = *q++ & 0x7f;
+        if (k == 0 || k > 4 || end - q < k)
+            return false;
+        while (k-- > 0)
+            len = len << 8 | *q++;
+    }
+    if ((size_t)(end - q) < len)
+        return false;
+    *c = q;
+    *n = len;
+    *p = q + len;
+    return true;
+}
+
+/*
+ * The mechanism token a SPNEGO token carries (RFC 4178): the mechToken of
+ * a NegTokenInit (inside the GSS framing, 0x60) or the responseToken of a
+ * NegTokenResp (0xa1); both are field [2], an OCTET STRING.
+ */
+static bool spnego_inner(const uint8_t *tok, size_t len,
+                         const uint8_t **inner, size_t *inner_len)
+{
+    const uint8_t *p = tok, *end = tok + len, *c;
+    uint8_t tag;
+    size_t n;
+
+    if (len == 0)
+        return false;
+    if (tok[0] == 0x60) {
+        if (!der_tlv(&p, end, &tag, &c, &n))
+            return false;
+        p = c;
+        end = c + n;
+        if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0x06 ||
+            n != oid_spnego.length ||
+            memcmp(c, oid_spnego.elements, n) != 0)
+            return false;
+        if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0xa0)
+            return false;
+    } else if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0xa1) {
+        return false;
+    }
+    p = c;
+    end = c + n;
+    if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0x30)
+        return false;
+    p = c;
+    end = c + n;
+    while (p < end) {
+        if (!der_tlv(&p, end, &tag, &c, &n))
+            return false;
+        if (tag == 0xa2) {
+            const uint8_t *q = c;
+
+            return der_tlv(&q, c + n, &tag, inner, inner_len) &&
+                   tag == 0x04;
+        }
+    }
+    return false;
+}
+
+/* The type of the NTLM message (1 NEGOTIATE, 2 CHALLENGE, 3 AUTHENTICATE)
+ * that tok is or that its SPNEGO wrapping carries; 0 if none. */
+static unsigned ntlm_message_type(const void *tok, size_t len)
+{
+    const uint8_t *t = tok;
+
+    if ((len < 12 || memcmp(t, "NTLMSSP", 8) != 0) &&
+        !spnego_inner(tok, len, &t, &len))
+        return 0;
+    if (len < 12 || memcmp(t, "NTLMSSP", 8) != 0)
+        return 0;
+    return (unsigned)t[8] | (unsigned)t[9] << 8 | (unsigned)t[10] << 16 |
+           (unsigned)t[11] << 24;
+}
+
+/*
+ * The status for a failed acceptor step.  Besides the GSS credential
+ * errors: gss-ntlmssp fails an unknown user (EACCES) and a wrong password
+ * (EINVAL) with GSS_S_FAILURE when it checks the client's AUTHENTICATE
+ * message.  Its minor code cannot be compared with errno values: MIT's
+ * mechglue hands out minor codes per process, in the order (mechanism,
+ * code) pairs first appear, so after another mechanism has used 22 the
+ * NTLM EINVAL comes out as 100005 or so.  So the mechanism is told by the
+ * token (an NTLM AUTHENTICATE message, raw or inside SPNEGO), the routine
+ * error by the major status, and the reason by the mechanism's own text
+ * for the minor code, which the mechglue still finds.
+ */
+static negstream_status accept_status(const void *in, size_t in_len,
+                                      OM_uint32 major, OM_uint32 minor)
 {
     if (GSS_ROUTINE_ERROR(major) == GSS_S_FAILURE &&
-        (minor == EACCES || minor == EINVAL))
+        ntlm_message_type(in, in_len) == 3 &&
+        (negstream__gss_minor_is_errno(minor, &oid_ntlm, EINVAL) ||
+         negstream__gss_minor_is_errno(minor, &oid_ntlm, EACCES)))
         return NEGSTREAM_E_INVALID_CREDENTIAL;
     return cred_status(major, minor);
 }
@@ -726,7 +831,8 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
          * an error message instead, so it is dropped. */
         gss_release_buffer(&tmp, out);
         if (g->is_server)
-            negstream__err_gss(err, accept_status(major, minor),
+            negstream__err_gss(err, accept_status(in, in_len, major,
+                                                  minor),
                                "accepting the client's token", major, minor);
         else
             negstream__err_gss(err, cred_status(major, minor),
