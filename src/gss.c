@@ -42,6 +42,7 @@
 #include "error.h"
 #include "frame.h"
 #include "gss.h"
+#include "scrub.h"
 #include "trace.h"
 
 /* Static OIDs, so that nothing here has to be released. */
@@ -405,6 +406,9 @@ static int client_creds(negstream__gss *g, const negstream_client_options *o,
             goto out;
         }
     } else {
+        /* No copy of the password here: the buffer points at the
+         * caller's string (or the operation's copy, which the stream
+         * wipes once this returns). */
         pw.value = (void *)o->password;
         pw.length = strlen(o->password);
         if (g->mech == NEGSTREAM__MECH_NEGOTIATE &&
@@ -863,6 +867,12 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
     g->ret_flags = flags;
     g->actual_mech = actual;
     g->is_ntlm = oid_equal(actual, &oid_ntlm);
+    /* The context holds its own keys from here on.  A credential
+     * acquired with a password may keep that password (MIT keeps it to
+     * get tickets later): release it now, not when the stream goes. */
+    if (g->cred != GSS_C_NO_CREDENTIAL)
+        gss_release_cred(&tmp, &g->cred);
+    g->cred = GSS_C_NO_CREDENTIAL;
     if (g->is_server) {
         if (server_peer_name(g, err) < 0)
             goto fail;
@@ -1169,6 +1179,8 @@ static ssize_t wrap_plain(negstream__gss *g, const void *in, size_t len,
     memcpy(out, tok.value, tok.length);
     rc = (ssize_t)tok.length;
 out:
+    /* Without confidentiality the token carries the plaintext. */
+    negstream__wipe(tok.value, tok.length);
     gss_release_buffer(&tmp, &tok);
     return rc;
 }
@@ -1277,6 +1289,7 @@ static ssize_t unwrap_iov(negstream__gss *g, uint8_t *buf, size_t len,
         /* Not in place after all: the plaintext is never longer than its
          * token, so it fits at the front of buf. */
         memmove(buf, iov[1].buffer.value, n);
+        negstream__wipe(iov[1].buffer.value, n);
         gss_release_iov_buffer(&tmp, iov, 2);
         *plain_off = 0;
     } else if (n == 0) {
@@ -1316,6 +1329,7 @@ static ssize_t unwrap_plain(negstream__gss *g, uint8_t *buf, size_t len,
     *plain_off = 0;
     rc = (ssize_t)msg.length;
 out:
+    negstream__wipe(msg.value, msg.length);    /* decrypted plaintext */
     gss_release_buffer(&tmp, &msg);
     return rc;
 }

@@ -27,6 +27,7 @@
 #include "frame.h"
 #include "handshake.h"
 #include "pool.h"
+#include "scrub.h"
 #include "stream.h"
 #include "trace.h"
 
@@ -58,6 +59,8 @@ typedef struct op {
     negstream_client_options copt;
     negstream_server_options sopt;
     char            *strings;
+    size_t           strings_len;
+    char            *password;  /* in strings; wiped once acquired */
 } op;
 
 /* ---- references -------------------------------------------------------- */
@@ -83,6 +86,10 @@ static void stream_unref(negstream *s)
     if (!s->leave_inner_open)
         close(s->tr.fd);
     negstream__gss_free(&s->gss);
+    /* Plaintext after an in-place unwrap; in a Sign or None frame the
+     * plaintext itself (scrub.c says what is wiped). */
+    negstream__wipe(s->rbuf, s->rcap);
+    negstream__wipe(s->wbuf, s->wcap);
     free(s->rbuf);
     free(s->wbuf);
     pthread_mutex_destroy(&s->gss_mu);
@@ -471,6 +478,7 @@ static int grow_frame_buf(uint8_t **buf, size_t *cap, size_t need,
                            "(%zu bytes)", which, ncap);
         return -1;
     }
+    negstream__wipe(*buf, *cap);    /* the last frame's plaintext */
     free(*buf);
     *buf = nb;
     *cap = ncap;
@@ -701,13 +709,17 @@ static void finish_auth(negstream *s)
 static int do_authenticate(negstream *s, int kind,
                            const negstream_client_options *co,
                            const negstream_server_options *so,
-                           negstream_error *err)
+                           char *password_copy, negstream_error *err)
 {
     int rd_to, wr_to, rc;
 
     timeouts(s, &rd_to, &wr_to);
     if (kind == NEGSTREAM__OP_AUTH_CLIENT) {
         rc = negstream__gss_client_init(&s->gss, co, err);
+        /* The credentials are acquired (or could not be): our copy of
+         * the password is of no more use. */
+        if (password_copy != NULL)
+            negstream__wipe(password_copy, strlen(password_copy));
         if (rc == 0)
             rc = negstream__handshake_client(&s->gss, &s->tr, rd_to, err);
     } else {
@@ -772,8 +784,9 @@ static int auth_sync(negstream *s, int kind,
     pthread_mutex_unlock(&s->mu);
     if (rc < 0)
         return -1;
-    /* do_authenticate needs an error record to store the failure. */
-    rc = do_authenticate(s, kind, co, so, err != NULL ? err : &local);
+    /* do_authenticate needs an error record to store the failure.  The
+     * password is the caller's: never written. */
+    rc = do_authenticate(s, kind, co, so, NULL, err != NULL ? err : &local);
     stream_unref(s);    /* a close meanwhile may free the stream here */
     return rc;
 }
@@ -920,10 +933,14 @@ ssize_t negstream_read(negstream *s, void *buffer, size_t buffer_len,
 
 /* ---- asynchronous operations ------------------------------------------- */
 
+/* The copies may hold a password: wiped before they are freed. */
 static void op_free_strings(op *o)
 {
+    negstream__wipe(o->strings, o->strings_len);
     free(o->strings);
     o->strings = NULL;
+    o->strings_len = 0;
+    o->password = NULL;
 }
 
 /*
@@ -977,7 +994,8 @@ static void auth_job(negstream__job *job)
 
     /* do_authenticate clears the auth flag itself (it owns the state
      * change); op_finish clearing it again is harmless. */
-    rc = do_authenticate(o->s, o->kind, &o->copt, &o->sopt, &e);
+    rc = do_authenticate(o->s, o->kind, &o->copt, &o->sopt, o->password,
+                         &e);
     op_finish(o, rc < 0 ? -1 : 0, &e);
 }
 
@@ -1130,6 +1148,7 @@ static int copy_strings(op *o, const char **fields[], size_t n,
                            "out of memory copying the options");
         return -1;
     }
+    o->strings_len = total;
     for (i = 0; i < n; i++) {
         size_t len;
 
@@ -1184,6 +1203,8 @@ static negstream_async *begin_auth(negstream *s, int kind,
 
         o->copt = *co;
         rc = copy_strings(o, f, sizeof(f) / sizeof(f[0]), &e);
+        if (rc == 0)    /* then ours, in strings */
+            o->password = (char *)o->copt.password;
     } else {
         const char **f[] = { &o->sopt.service_name, &o->sopt.mechanism };
 

@@ -187,6 +187,12 @@ static void expect_ok(const side *c, const side *s)
     ck_assert_int_eq(c->err.code, NEGSTREAM_OK);
     ck_assert_int_eq(s->err.code, NEGSTREAM_OK);
     ck_assert(c->g.complete && s->g.complete);
+    /* Credentials are released once the context is established: one
+     * acquired with a password may hold that password. */
+    ck_assert_msg(c->g.cred == GSS_C_NO_CREDENTIAL,
+                  "the client still holds its credential");
+    ck_assert_msg(s->g.cred == GSS_C_NO_CREDENTIAL,
+                  "the server still holds its credential");
 }
 
 static void expect_code(const side *x, negstream_status code,
