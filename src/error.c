@@ -6,7 +6,9 @@
  * Every setter accepts err == NULL and leaves errno as it found it, so a
  * call site may record an error and still look at errno afterwards.
  * Messages never hold key material, tokens or passwords: only names of
- * calls, file descriptors, sizes and the library's own status texts.
+ * calls, file descriptors, sizes and the library's own status texts; and
+ * never a control character (replaced by '?': GSSAPI's texts may quote
+ * names from the peer).
  */
 #include "config.h"
 
@@ -16,6 +18,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "scrub.h"
 
 #define MSG_SIZE sizeof(((negstream_error *)0)->message)
 
@@ -108,6 +111,14 @@ static void fill(negstream_error *err, negstream_status code, int errnum,
     err->gss_minor = minor;
 }
 
+/* One line a terminal shows as it is: GSSAPI's texts may quote names
+ * from the peer's tokens, so every message leaves here with its control
+ * characters replaced by '?' (scrub.c). */
+static void scrub_message(negstream_error *err)
+{
+    negstream__scrub(err->message, strnlen(err->message, MSG_SIZE));
+}
+
 /* ---- the setters ----------------------------------------------------- */
 
 void negstream__err_ok(negstream_error *err)
@@ -131,6 +142,7 @@ void negstream__err_set(negstream_error *err, negstream_status code,
     va_start(ap, fmt);
     vsnprintf(err->message, MSG_SIZE, fmt, ap);
     va_end(ap);
+    scrub_message(err);
     errno = saved_errno;
 }
 
@@ -149,6 +161,7 @@ void negstream__err_sys(negstream_error *err, negstream_status code,
     va_end(ap);
     append(err->message, MSG_SIZE, ": ");
     append(err->message, MSG_SIZE, sys_text(errnum, text, sizeof(text)));
+    scrub_message(err);
     errno = saved_errno;
 }
 
@@ -307,6 +320,7 @@ void negstream__err_gss(negstream_error *err, negstream_status code,
         append(err->message, MSG_SIZE, " ");
         append(err->message, MSG_SIZE, hint);
     }
+    scrub_message(err);
     errno = saved_errno;
 }
 
@@ -336,4 +350,5 @@ void negstream__err_prefix(negstream_error *err, const char *prefix)
         append(err->message, MSG_SIZE, ": ");
         append(err->message, MSG_SIZE, old);
     }
+    scrub_message(err);
 }

@@ -647,13 +647,14 @@ out:
 
 /* ---- one step ---------------------------------------------------------- */
 
-/* The client principal as text, without the NUL gss-ntlmssp appends. */
+/* The client principal as text, without the NUL gss-ntlmssp appends,
+ * control characters replaced by '?'. */
 static int server_peer_name(negstream__gss *g, negstream_error *err)
 {
     OM_uint32 major, minor, tmp;
     gss_name_t src = GSS_C_NO_NAME;
     gss_buffer_desc text = GSS_C_EMPTY_BUFFER;
-    size_t len;
+    size_t len, scrubbed;
     int rc = -1;
 
     major = gss_inquire_context(&minor, g->ctx, &src, NULL, NULL, NULL, NULL,
@@ -672,12 +673,21 @@ static int server_peer_name(negstream__gss *g, negstream_error *err)
     len = text.length;
     while (len > 0 && ((const char *)text.value)[len - 1] == '\0')
         len--;
-    g->peer_name = strndup(text.value, len);
+    g->peer_name = malloc(len + 1);
     if (g->peer_name == NULL) {
         negstream__err_set(err, NEGSTREAM_E_NOMEM,
                            "out of memory copying the client name");
         goto out;
     }
+    memcpy(g->peer_name, text.value, len);
+    g->peer_name[len] = '\0';
+    /* The name comes from the peer's token: a control character (a NUL
+     * inside it too, which would cut it short) becomes '?'. */
+    scrubbed = negstream__scrub(g->peer_name, len);
+    if (scrubbed > 0)
+        NEGSTREAM__TRACE("gss: the client's name has %zu control "
+                         "character(s), shown as '?': %s", scrubbed,
+                         g->peer_name);
     rc = 0;
 out:
     gss_release_buffer(&tmp, &text);

@@ -1,5 +1,6 @@
 /*
- * scrub.c - wiping secrets before their memory is freed (see scrub.h).
+ * scrub.c - wiping secrets before their memory is freed, and control
+ * characters out of text from the peer (see scrub.h).
  *
  * What is wiped, and when (negstream(7), SECURITY):
  *  - the library's copy of a password (begin_authenticate_as_client
@@ -31,4 +32,26 @@ void negstream__wipe(void *p, size_t n)
             *v++ = 0;
     }
 #endif
+}
+
+/*
+ * Where text from the peer goes (negstream(7), SECURITY): the client's
+ * name on a server (negstream_remote_identity) is scrubbed when it is
+ * copied from GSSAPI; every error message and every trace line is
+ * scrubbed as it is formatted, since GSSAPI's status texts may quote
+ * names from the peer's tokens.
+ */
+size_t negstream__scrub(char *s, size_t n)
+{
+    size_t i, replaced = 0;
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c < 0x20 || c == 0x7f) {
+            s[i] = '?';
+            replaced++;
+        }
+    }
+    return replaced;
 }

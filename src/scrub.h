@@ -15,4 +15,10 @@
  * volatile pointer).  p may be NULL when n is 0. */
 void negstream__wipe(void *p, size_t n);
 
+/* Replaces every control character (the bytes 0x00 to 0x1f and 0x7f) in
+ * s[0..n) by '?', so that text from the peer cannot end a line, move a
+ * terminal's cursor or change its colours where it is shown.  Bytes from
+ * 0x80 up (UTF-8) are kept.  Returns how many were replaced. */
+size_t negstream__scrub(char *s, size_t n);
+
 #endif

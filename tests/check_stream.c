@@ -515,6 +515,64 @@ START_TEST(test_password_credentials)
 }
 END_TEST
 
+/*
+ * A client name with control characters (an NTLM user the server's user
+ * file knows, so the authentication succeeds): negstream_remote_identity
+ * shows each as '?'.
+ * The name is the peer's to choose; a terminal or a log that shows it
+ * must not be driven by it.
+ */
+START_TEST(test_remote_identity_scrubbed)
+{
+    /* ASCII only: gss-ntlmssp compares names in the locale's charset,
+     * ASCII in the tests' C locale (UTF-8 is kept: tests/check_frame.c) */
+    static const char user[] = "ev\x01il\x1b[31m\x7fx";
+    static const char shown[] = "ev?il?[31m?x";
+    const char *old = getenv("NTLM_USER_FILE");
+    char path[600], *saved = old != NULL ? strdup(old) : NULL;
+    negstream_client_options co;
+    negstream_server_options so;
+    negstream_error ce, se;
+    negstream *c, *s;
+    const char *id;
+    int fds[2];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/odd-ntlm-users",
+             tu_env("NEGTEST_REALM_DIR"));
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%s:%s:odd-password-42\n", tu_env("NEGTEST_NTLM_DOMAIN"),
+            user);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(setenv("NTLM_USER_FILE", path, 1), 0);
+
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    co.mechanism = "ntlm";
+    co.user = user;
+    co.domain = tu_env("NEGTEST_NTLM_DOMAIN");
+    co.password = "odd-password-42";
+    negstream_server_options_init(&so);
+    tu_tcp_pair(fds);
+    ck_assert_msg(tu_auth_fds(fds[0], fds[1], false, &co, &so, &c, &s, &ce,
+                              &se), "%s / %s", ce.message, se.message);
+    id = negstream_remote_identity(s);
+    ck_assert_ptr_nonnull(id);
+    ck_assert_msg(strstr(id, shown) != NULL &&
+                  strlen(id) == strlen(tu_env("NEGTEST_NTLM_DOMAIN")) + 1 +
+                                strlen(shown),
+                  "remote identity \"%s\"", id);
+    transfer(c, s, 1000, 3);
+    negstream_close(c);
+    negstream_close(s);
+    if (saved != NULL)
+        setenv("NTLM_USER_FILE", saved, 1);
+    free(saved);
+    unlink(path);
+}
+END_TEST
+
 /* A server requiring EncryptAndSign refuses a client that offers less. */
 START_TEST(test_protection_downgrade_refused)
 {
@@ -1042,6 +1100,7 @@ static Suite *stream_suite(void)
     tcase_add_test(t, test_unknown_user);
     tcase_add_test(t, test_bad_password);
     tcase_add_test(t, test_password_credentials);
+    tcase_add_test(t, test_remote_identity_scrubbed);
     tcase_add_test(t, test_protection_downgrade_refused);
     tcase_add_test(t, test_require_mutual_auth);
     tcase_add_loop_test(t, test_clean_eof, 0, nlevels);
