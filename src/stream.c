@@ -26,6 +26,7 @@
 #include "error.h"
 #include "frame.h"
 #include "handshake.h"
+#include "options.h"
 #include "pool.h"
 #include "scrub.h"
 #include "stream.h"
@@ -795,6 +796,8 @@ int negstream_authenticate_as_client(negstream *s,
                                      const negstream_client_options *o,
                                      negstream_error *err)
 {
+    negstream_client_options co;
+
     if (s == NULL || o == NULL) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "%s is NULL",
                            s == NULL ? "stream" : "options");
@@ -806,16 +809,18 @@ int negstream_authenticate_as_client(negstream *s,
         return -1;
     }
     pthread_mutex_unlock(&s->mu);
-    if (check_client_options(o, err) < 0)
+    /* From here on our copy, of this library's version (options.h). */
+    if (negstream__client_options_import(&co, o, err) < 0 ||
+        check_client_options(&co, err) < 0)
         return -1;
-    return auth_sync(s, NEGSTREAM__OP_AUTH_CLIENT, o, NULL, err);
+    return auth_sync(s, NEGSTREAM__OP_AUTH_CLIENT, &co, NULL, err);
 }
 
 int negstream_authenticate_as_server(negstream *s,
                                      const negstream_server_options *o,
                                      negstream_error *err)
 {
-    negstream_server_options defaults;
+    negstream_server_options defaults, so;
 
     if (s == NULL) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "stream is NULL");
@@ -831,30 +836,10 @@ int negstream_authenticate_as_server(negstream *s,
         return -1;
     }
     pthread_mutex_unlock(&s->mu);
-    if (check_server_options(o, err) < 0)
+    if (negstream__server_options_import(&so, o, err) < 0 ||
+        check_server_options(&so, err) < 0)
         return -1;
-    return auth_sync(s, NEGSTREAM__OP_AUTH_SERVER, NULL, o, err);
-}
-
-void negstream_client_options_init(negstream_client_options *o)
-{
-    if (o == NULL)
-        return;
-    memset(o, 0, sizeof(*o));
-    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
-    o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
-    o->mechanism = "negotiate";
-    o->require_mutual_auth = false;
-}
-
-void negstream_server_options_init(negstream_server_options *o)
-{
-    if (o == NULL)
-        return;
-    memset(o, 0, sizeof(*o));
-    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
-    o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
-    o->mechanism = "negotiate";
+    return auth_sync(s, NEGSTREAM__OP_AUTH_SERVER, NULL, &so, err);
 }
 
 /*
@@ -1221,6 +1206,8 @@ negstream_async *negstream_begin_authenticate_as_client(
         negstream *s, const negstream_client_options *o,
         negstream_callback cb, void *state, negstream_error *err)
 {
+    negstream_client_options co;
+
     if (s == NULL || o == NULL) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "%s is NULL",
                            s == NULL ? "stream" : "options");
@@ -1232,16 +1219,18 @@ negstream_async *negstream_begin_authenticate_as_client(
         return NULL;
     }
     pthread_mutex_unlock(&s->mu);
-    if (check_client_options(o, err) < 0)
+    if (negstream__client_options_import(&co, o, err) < 0 ||
+        check_client_options(&co, err) < 0)
         return NULL;
-    return begin_auth(s, NEGSTREAM__OP_AUTH_CLIENT, o, NULL, cb, state, err);
+    return begin_auth(s, NEGSTREAM__OP_AUTH_CLIENT, &co, NULL, cb, state,
+                      err);
 }
 
 negstream_async *negstream_begin_authenticate_as_server(
         negstream *s, const negstream_server_options *o,
         negstream_callback cb, void *state, negstream_error *err)
 {
-    negstream_server_options defaults;
+    negstream_server_options defaults, so;
 
     if (s == NULL) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "stream is NULL");
@@ -1257,9 +1246,11 @@ negstream_async *negstream_begin_authenticate_as_server(
         return NULL;
     }
     pthread_mutex_unlock(&s->mu);
-    if (check_server_options(o, err) < 0)
+    if (negstream__server_options_import(&so, o, err) < 0 ||
+        check_server_options(&so, err) < 0)
         return NULL;
-    return begin_auth(s, NEGSTREAM__OP_AUTH_SERVER, NULL, o, cb, state, err);
+    return begin_auth(s, NEGSTREAM__OP_AUTH_SERVER, NULL, &so, cb, state,
+                      err);
 }
 
 /*

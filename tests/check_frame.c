@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@
 
 #include "error.h"
 #include "frame.h"
+#include "options.h"
 #include "trace.h"
 
 /* ---- handshake header --------------------------------------------------- */
@@ -739,6 +741,105 @@ START_TEST(err_control_chars_scrubbed)
 }
 END_TEST
 
+/* ---- option structures (options.c) -------------------------------------- */
+
+/*
+ * The sizes options.c records: one per version, growing, the last one
+ * covering every field of this header's structure (at most the tail
+ * padding is left), and 'struct_version' right after the first
+ * version's fields, where it stays for ever.
+ */
+START_TEST(options_sizes)
+{
+    unsigned v;
+
+    ck_assert_uint_eq(negstream__client_options_size(0), 0);
+    ck_assert_uint_eq(negstream__server_options_size(0), 0);
+    for (v = 1; v < NEGSTREAM_CLIENT_OPTIONS_VERSION; v++)
+        ck_assert_uint_lt(negstream__client_options_size(v),
+                          negstream__client_options_size(v + 1));
+    for (v = 1; v < NEGSTREAM_SERVER_OPTIONS_VERSION; v++)
+        ck_assert_uint_lt(negstream__server_options_size(v),
+                          negstream__server_options_size(v + 1));
+    ck_assert_uint_lt(sizeof(negstream_client_options) -
+        negstream__client_options_size(NEGSTREAM_CLIENT_OPTIONS_VERSION),
+        8);
+    ck_assert_uint_lt(sizeof(negstream_server_options) -
+        negstream__server_options_size(NEGSTREAM_SERVER_OPTIONS_VERSION),
+        8);
+    ck_assert_uint_eq(negstream__client_options_size(
+                          NEGSTREAM_CLIENT_OPTIONS_VERSION + 1), 0);
+    ck_assert_uint_eq(negstream__client_options_size(1),
+                      offsetof(negstream_client_options, struct_version) +
+                      sizeof(uint32_t));
+    ck_assert_uint_eq(negstream__server_options_size(1),
+                      offsetof(negstream_server_options, struct_version) +
+                      sizeof(uint32_t));
+    ck_assert_uint_le(offsetof(negstream_client_options, struct_version) -
+                      offsetof(negstream_client_options,
+                               require_mutual_auth), 4);
+    ck_assert_uint_eq(offsetof(negstream_server_options, struct_version),
+                      offsetof(negstream_server_options, mechanism) +
+                      sizeof(const char *));
+}
+END_TEST
+
+/* _init writes the bytes of the version it is given and no more: the
+ * caller's structure may be that small. */
+START_TEST(options_init_writes_only_its_version)
+{
+    unsigned char buf[sizeof(negstream_client_options) + 32];
+    unsigned char sbuf[sizeof(negstream_server_options) + 32];
+    size_t n = negstream__client_options_size(1), i;
+    size_t sn = negstream__server_options_size(1);
+    negstream_client_options co;
+    negstream_error e;
+
+    memset(buf, 0xa5, sizeof(buf));
+    negstream_client_options_init_version((negstream_client_options *)buf,
+                                          1);
+    for (i = n; i < sizeof(buf); i++)
+        ck_assert_msg(buf[i] == 0xa5, "byte %zu of %zu written", i,
+                      sizeof(buf));
+    memset(buf, 0xa5, sizeof(buf));
+    negstream_client_options_init_version((negstream_client_options *)buf,
+            NEGSTREAM_CLIENT_OPTIONS_VERSION + 7);
+    for (i = negstream__client_options_size(
+             NEGSTREAM_CLIENT_OPTIONS_VERSION); i < sizeof(buf); i++)
+        ck_assert_int_eq(buf[i], 0xa5);
+    memset(sbuf, 0xa5, sizeof(sbuf));
+    negstream_server_options_init_version((negstream_server_options *)sbuf,
+                                          1);
+    for (i = sn; i < sizeof(sbuf); i++)
+        ck_assert_int_eq(sbuf[i], 0xa5);
+
+    /* the defaults, and an import of what _init stamped */
+    negstream_client_options_init(&co);
+    ck_assert_int_eq(co.protection, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    ck_assert_int_eq(co.impersonation,
+                     NEGSTREAM_IMPERSONATION_IDENTIFICATION);
+    ck_assert_str_eq(co.mechanism, "negotiate");
+    ck_assert_ptr_null(co.target_name);
+    ck_assert(!co.require_mutual_auth);
+    co.target_name = "host/x";
+    {
+        negstream_client_options got;
+
+        ck_assert_int_eq(negstream__client_options_import(&got, &co, &e),
+                         0);
+        ck_assert_str_eq(got.target_name, "host/x");
+        ck_assert_int_eq(got.struct_version, co.struct_version);
+    }
+    /* version 0 is "not initialized"; a NULL structure is ignored */
+    negstream_client_options_init_version(&co, 0);
+    ck_assert_int_eq(negstream__client_options_import(
+                         (negstream_client_options *)buf, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    negstream_client_options_init(NULL);
+    negstream_server_options_init(NULL);
+}
+END_TEST
+
 /* ---- NEGSTREAM_TRACE ---------------------------------------------------- */
 
 /*
@@ -1092,6 +1193,11 @@ static Suite *frame_suite(void)
     tcase_add_test(tc, err_gss_hint_survives_truncation);
     tcase_add_test(tc, err_copy_and_prefix);
     tcase_add_test(tc, err_control_chars_scrubbed);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("options");
+    tcase_add_test(tc, options_sizes);
+    tcase_add_test(tc, options_init_writes_only_its_version);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("trace");
