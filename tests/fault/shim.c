@@ -205,64 +205,85 @@ typedef struct secret {
     size_t        len;
     atomic_ulong  hits;
     atomic_size_t nwhere;
-    void         *where[MAX_WHERE];  /* callers of the first frees */
+    _Atomic(void *) where[MAX_WHERE];   /* callers of the first frees */
 } secret;
 
 static secret secrets[MAX_SECRETS];
 static atomic_size_t nsecrets;      /* published after the bytes */
 static TLS bool secret_ignored;     /* this thread's frees not searched */
+/* Searches hold it shared; watch and clear, which write the secrets,
+ * exclusively (a worker may still be freeing when a test moves on). */
+static pthread_rwlock_t secrets_lock = PTHREAD_RWLOCK_INITIALIZER;
+/* Bumped by every clear, so that a block searched for the secrets of one
+ * test is not counted against the next one's. */
+static atomic_uint secrets_gen;
 
-/* Which watched secrets (bit i for secret i) the block p holds.  Reads
- * only the block's usable size, before the allocator gets it back. */
-static unsigned scan_block(void *p)
+/* Which watched secrets (bit i for secret i) the block p holds, and in
+ * which generation (*gen).  Reads only the block's usable size, before
+ * the allocator gets it back. */
+static unsigned scan_block(void *p, unsigned *gen)
 {
-    size_t i, n = atomic_load(&nsecrets), size;
+    size_t i, n, size;
     unsigned found = 0;
 
-    if (n == 0 || secret_ignored || real_usable_size == NULL)
+    if (atomic_load(&nsecrets) == 0 || secret_ignored ||
+        real_usable_size == NULL)
         return 0;
     size = real_usable_size(p);
+    pthread_rwlock_rdlock(&secrets_lock);
+    *gen = atomic_load(&secrets_gen);
+    n = atomic_load(&nsecrets);
     for (i = 0; i < n; i++)
         if (size >= secrets[i].len &&
             memmem(p, size, secrets[i].bytes, secrets[i].len) != NULL)
             found |= 1u << i;
+    pthread_rwlock_unlock(&secrets_lock);
     return found;
 }
 
-/* Counts a freed block that held the secrets in 'found'. */
-static void record_hits(unsigned found, const void *caller)
+/* Counts a freed block that held the secrets in 'found' (searched in
+ * generation gen). */
+static void record_hits(unsigned found, unsigned gen, const void *caller)
 {
     size_t i;
 
-    for (i = 0; found != 0 && i < MAX_SECRETS; i++) {
+    if (found == 0)
+        return;
+    pthread_rwlock_rdlock(&secrets_lock);
+    for (i = 0; gen == atomic_load(&secrets_gen) && i < MAX_SECRETS; i++) {
         if (found & (1u << i)) {
             size_t w = atomic_fetch_add(&secrets[i].nwhere, 1);
 
             if (w < MAX_WHERE)
-                secrets[i].where[w] = (void *)caller;
+                atomic_store(&secrets[i].where[w], (void *)caller);
             atomic_fetch_add(&secrets[i].hits, 1);
         }
     }
+    pthread_rwlock_unlock(&secrets_lock);
 }
 
 /* Watches one more secret (at most 4, each 1 to 256 bytes); false if it
- * cannot.  Not thread-safe against itself: call it from the test only. */
+ * cannot. */
 EXPORT bool faultshim_secret_watch(const void *bytes, size_t n)
 {
-    size_t i = atomic_load(&nsecrets);
+    bool ok = false;
+    size_t i;
 
-    if (n == 0 || n > SECRET_MAX || i >= MAX_SECRETS)
-        return false;
     if (real_free == NULL || real_usable_size == NULL)
         resolve_alloc();
-    if (real_usable_size == NULL)
-        return false;
-    memcpy(secrets[i].bytes, bytes, n);
-    secrets[i].len = n;
-    atomic_store(&secrets[i].hits, 0);
-    atomic_store(&secrets[i].nwhere, 0);
-    atomic_store(&nsecrets, i + 1);
-    return true;
+    pthread_rwlock_wrlock(&secrets_lock);
+    i = atomic_load(&nsecrets);
+    if (n > 0 && n <= SECRET_MAX && i < MAX_SECRETS &&
+        real_usable_size != NULL) {
+        memcpy(secrets[i].bytes, bytes, n);
+        secrets[i].len = n;
+        atomic_store(&secrets[i].hits, 0);
+        atomic_store(&secrets[i].nwhere, 0);
+        atomic_store(&nsecrets, i + 1);
+        ok = true;
+    }
+    pthread_rwlock_unlock(&secrets_lock);
+    return ok;
 }
 
 /* The calling thread's frees are searched (false) or not (true). */
@@ -282,7 +303,7 @@ EXPORT unsigned long faultshim_secret_hits(size_t i, void **where,
         return 0;
     nw = atomic_load(&secrets[i].nwhere);
     for (k = 0; k < max && k < nw && k < MAX_WHERE; k++)
-        where[k] = secrets[i].where[k];
+        where[k] = atomic_load(&secrets[i].where[k]);
     for (; k < max; k++)
         where[k] = NULL;
     return atomic_load(&secrets[i].hits);
@@ -291,15 +312,19 @@ EXPORT unsigned long faultshim_secret_hits(size_t i, void **where,
 /* Stops watching and forgets the secrets (their copies are wiped). */
 EXPORT void faultshim_secret_clear(void)
 {
-    size_t i, k, n = atomic_exchange(&nsecrets, 0);
+    size_t i, k, n;
     volatile unsigned char *v;
 
+    pthread_rwlock_wrlock(&secrets_lock);
+    atomic_fetch_add(&secrets_gen, 1);
+    n = atomic_exchange(&nsecrets, 0);
     for (i = 0; i < n; i++) {
         v = secrets[i].bytes;
         for (k = 0; k < SECRET_MAX; k++)
             v[k] = 0;
         secrets[i].len = 0;
     }
+    pthread_rwlock_unlock(&secrets_lock);
 }
 
 /*
@@ -391,7 +416,7 @@ EXPORT void *calloc(size_t m, size_t n)
 
 EXPORT void *realloc(void *p, size_t n)
 {
-    unsigned found;
+    unsigned found, gen = 0;
     void *q;
 
     if (p != NULL && in_arena(p)) {
@@ -408,22 +433,25 @@ EXPORT void *realloc(void *p, size_t n)
         return NULL;
     if (real_realloc == NULL)
         resolve_alloc();
-    found = p != NULL ? scan_block(p) : 0;
+    found = p != NULL ? scan_block(p, &gen) : 0;
     q = real_realloc(p, n);
     /* The old block went back to the allocator only if the data moved
      * (or n was 0, which frees it). */
     if (found != 0 && ((q != NULL && q != p) || n == 0))
-        record_hits(found, __builtin_return_address(0));
+        record_hits(found, gen, __builtin_return_address(0));
     return q;
 }
 
 EXPORT void free(void *p)
 {
+    unsigned found, gen = 0;
+
     if (p == NULL || in_arena(p))
         return;
     if (real_free == NULL)
         resolve_alloc();
-    record_hits(scan_block(p), __builtin_return_address(0));
+    found = scan_block(p, &gen);
+    record_hits(found, gen, __builtin_return_address(0));
     real_free(p);
 }
 
