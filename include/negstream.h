@@ -119,6 +119,27 @@ NEGSTREAM_API int negstream_set_auth_timeout(negstream *s, int timeout_ms,
 
 /* ---- authentication --------------------------------------------------- */
 
+/*
+ * The option structures grow by appending fields, and a program built
+ * against an older negstream.h must keep working with a newer library.
+ * So each structure carries a version stamp, 'struct_version', written by
+ * its _init function (never by hand): call negstream_client_options_init()
+ * or negstream_server_options_init() first, then set the fields.  The
+ * library reads only the fields of the version stamped, and refuses a
+ * structure without a valid stamp with NEGSTREAM_E_ARGUMENT.
+ *
+ * The _init functions are inline: they pass the version this header
+ * describes to the exported negstream_*_options_init_version() (which is
+ * what a binding without C's inline functions calls).
+ *
+ * The rule for a new field: it goes after the last one, never before
+ * 'struct_version' (whose offset is fixed for ever); the version constant
+ * below goes up by one; and src/options.c gets the size of the new
+ * version (its build fails until it does).
+ */
+#define NEGSTREAM_CLIENT_OPTIONS_VERSION 2
+#define NEGSTREAM_SERVER_OPTIONS_VERSION 2
+
 typedef struct negstream_client_options {
     const char *target_name;   /* "host/server.example.com" or "host@server",
                                   or a principal name "svc/h@REALM"        */
@@ -128,7 +149,8 @@ typedef struct negstream_client_options {
     const char *mechanism;     /* "negotiate" (default), "kerberos", "ntlm" */
     /* -- appended fields -- */
     bool require_mutual_auth;  /* fail unless mutual auth was granted      */
-    /* -- Extended Protection and delegation (keep these together) -- */
+    uint32_t struct_version;   /* set by _init; every later field follows */
+    /* -- version 2: Extended Protection and delegation -- */
     const void *channel_binding;   /* bytes binding the authentication to
                                       the channel below, e.g. from
                                       negstream_channel_binding_from_ssl();
@@ -151,15 +173,32 @@ typedef struct negstream_server_options {
     negstream_protection    protection;    /* required; ENCRYPT_AND_SIGN   */
     negstream_impersonation impersonation; /* required; IDENTIFICATION     */
     const char *mechanism;     /* as above                                 */
-    /* -- Extended Protection (keep these together) -- */
+    /* -- appended fields -- */
+    uint32_t struct_version;   /* set by _init; every later field follows */
+    /* -- version 2: Extended Protection -- */
     negstream_extended_protection extended_protection;  /* NEVER          */
     const void *channel_binding;   /* the bindings of this server's channel,
                                       required unless NEVER                */
     size_t channel_binding_len;
 } negstream_server_options;
 
-NEGSTREAM_API void negstream_client_options_init(negstream_client_options *o);
-NEGSTREAM_API void negstream_server_options_init(negstream_server_options *o);
+NEGSTREAM_API void negstream_client_options_init_version(
+        negstream_client_options *o, unsigned version);
+NEGSTREAM_API void negstream_server_options_init_version(
+        negstream_server_options *o, unsigned version);
+
+/* Fill *o with the defaults and stamp this header's version. */
+static inline void negstream_client_options_init(negstream_client_options *o)
+{
+    negstream_client_options_init_version(o,
+                                          NEGSTREAM_CLIENT_OPTIONS_VERSION);
+}
+
+static inline void negstream_server_options_init(negstream_server_options *o)
+{
+    negstream_server_options_init_version(o,
+                                          NEGSTREAM_SERVER_OPTIONS_VERSION);
+}
 
 NEGSTREAM_API int negstream_authenticate_as_client(negstream *s,
         const negstream_client_options *o, negstream_error *err);

@@ -6,7 +6,9 @@
  * Every setter accepts err == NULL and leaves errno as it found it, so a
  * call site may record an error and still look at errno afterwards.
  * Messages never hold key material, tokens or passwords: only names of
- * calls, file descriptors, sizes and the library's own status texts.
+ * calls, file descriptors, sizes and the library's own status texts; and
+ * never a control character (replaced by '?': GSSAPI's texts may quote
+ * names from the peer).
  */
 #include "config.h"
 
@@ -18,6 +20,7 @@
 #include <krb5.h>
 
 #include "error.h"
+#include "scrub.h"
 
 #define MSG_SIZE sizeof(((negstream_error *)0)->message)
 
@@ -110,6 +113,14 @@ static void fill(negstream_error *err, negstream_status code, int errnum,
     err->gss_minor = minor;
 }
 
+/* One line a terminal shows as it is: GSSAPI's texts may quote names
+ * from the peer's tokens, so every message leaves here with its control
+ * characters replaced by '?' (scrub.c). */
+static void scrub_message(negstream_error *err)
+{
+    negstream__scrub(err->message, strnlen(err->message, MSG_SIZE));
+}
+
 /* ---- the setters ----------------------------------------------------- */
 
 void negstream__err_ok(negstream_error *err)
@@ -133,6 +144,7 @@ void negstream__err_set(negstream_error *err, negstream_status code,
     va_start(ap, fmt);
     vsnprintf(err->message, MSG_SIZE, fmt, ap);
     va_end(ap);
+    scrub_message(err);
     errno = saved_errno;
 }
 
@@ -151,6 +163,7 @@ void negstream__err_sys(negstream_error *err, negstream_status code,
     va_end(ap);
     append(err->message, MSG_SIZE, ": ");
     append(err->message, MSG_SIZE, sys_text(errnum, text, sizeof(text)));
+    scrub_message(err);
     errno = saved_errno;
 }
 
@@ -291,6 +304,31 @@ static const char *find_hint(OM_uint32 major, OM_uint32 minor,
     }
 }
 
+bool negstream__gss_minor_is_errno(OM_uint32 minor, gss_const_OID mech,
+                                   int errnum)
+{
+    int saved_errno = errno;
+    char text[MSG_SIZE] = "", sys[128];
+    OM_uint32 msg_ctx = 0, major, tmp;
+    gss_buffer_desc buf = GSS_C_EMPTY_BUFFER;
+    bool same = false;
+
+    if (minor == 0)
+        goto out;
+    major = gss_display_status(&tmp, minor, GSS_C_MECH_CODE,
+                               (gss_OID)mech, &msg_ctx, &buf);
+    if (GSS_ERROR(major))
+        goto out;
+    append_n(text, sizeof(text), buf.value, buf.length);
+    gss_release_buffer(&tmp, &buf);
+    /* one line only: a second one would be something else */
+    same = msg_ctx == 0 &&
+           strcmp(text, sys_text(errnum, sys, sizeof(sys))) == 0;
+out:
+    errno = saved_errno;
+    return same;
+}
+
 static void err_gss(negstream_error *err, negstream_status code,
                     const char *what, OM_uint32 major, OM_uint32 minor,
                     bool hints)
@@ -334,6 +372,7 @@ static void err_gss(negstream_error *err, negstream_status code,
         append(err->message, MSG_SIZE, " ");
         append(err->message, MSG_SIZE, hint);
     }
+    scrub_message(err);
     errno = saved_errno;
 }
 
@@ -376,4 +415,5 @@ void negstream__err_prefix(negstream_error *err, const char *prefix)
         append(err->message, MSG_SIZE, ": ");
         append(err->message, MSG_SIZE, old);
     }
+    scrub_message(err);
 }

@@ -8,6 +8,7 @@
 #ifndef NEGSTREAM_ERROR_H
 #define NEGSTREAM_ERROR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <gssapi/gssapi.h>
 #include "negstream.h"
@@ -38,6 +39,13 @@ void negstream__err_gss(negstream_error *err, negstream_status code,
 void negstream__err_gss_nohint(negstream_error *err, negstream_status code,
                                const char *what, OM_uint32 major,
                                OM_uint32 minor);
+
+/* True when the text the mechanism gives for a minor status is
+ * strerror(errnum): how a mechanism that reports errno values (gss-ntlmssp)
+ * is understood, since MIT's mechglue renumbers minor codes per process.
+ * mech is passed to gss_display_status (MIT finds the mechanism itself). */
+bool negstream__gss_minor_is_errno(OM_uint32 minor, gss_const_OID mech,
+                                   int errnum);
 
 /* Copies src into dst (dst may be NULL). */
 void negstream__err_copy(negstream_error *dst, const negstream_error *src);

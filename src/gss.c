@@ -20,7 +20,8 @@
  *    side then frames its data, consistently, as .NET on Unix does.
  *  - gss-ntlmssp has no gss_wrap_iov; MIT's mechglue says GSS_S_UNAVAILABLE
  *    and we fall back to gss_wrap.  Its acceptor fails an unknown user with
- *    GSS_S_FAILURE/EACCES and a wrong password with GSS_S_FAILURE/EINVAL.
+ *    GSS_S_FAILURE/EACCES and a wrong password with GSS_S_FAILURE/EINVAL
+ *    (its own codes: the mechglue renumbers them, see accept_status).
  *  - gss_display_name of an NTLM initiator ends with a NUL byte, stripped.
  *  - gss_acquire_cred_with_password for krb5 asks the KDC at once, so a
  *    wrong password or an unknown principal fails there; for SPNEGO it
@@ -58,6 +59,7 @@
 #include "error.h"
 #include "frame.h"
 #include "gss.h"
+#include "scrub.h"
 #include "trace.h"
 #if HAVE_OPENSSL
 #include "wrap_cfx.h"
@@ -549,6 +551,9 @@ static int client_creds(negstream__gss *g, const negstream_client_options *o,
             goto out;
         }
     } else {
+        /* No copy of the password here: the buffer points at the
+         * caller's string (or the operation's copy, which the stream
+         * wipes once this returns). */
         pw.value = (void *)o->password;
         pw.length = strlen(o->password);
         if (g->mech == NEGSTREAM__MECH_NEGOTIATE &&
@@ -888,13 +893,14 @@ out:
 
 /* ---- one step ---------------------------------------------------------- */
 
-/* The client principal as text, without the NUL gss-ntlmssp appends. */
+/* The client principal as text, without the NUL gss-ntlmssp appends,
+ * control characters replaced by '?'. */
 static int server_peer_name(negstream__gss *g, negstream_error *err)
 {
     OM_uint32 major, minor, tmp;
     gss_name_t src = GSS_C_NO_NAME;
     gss_buffer_desc text = GSS_C_EMPTY_BUFFER;
-    size_t len;
+    size_t len, scrubbed;
     int rc = -1;
 
     major = gss_inquire_context(&minor, g->ctx, &src, NULL, NULL, NULL, NULL,
@@ -913,12 +919,21 @@ static int server_peer_name(negstream__gss *g, negstream_error *err)
     len = text.length;
     while (len > 0 && ((const char *)text.value)[len - 1] == '\0')
         len--;
-    g->peer_name = strndup(text.value, len);
+    g->peer_name = malloc(len + 1);
     if (g->peer_name == NULL) {
         negstream__err_set(err, NEGSTREAM_E_NOMEM,
                            "out of memory copying the client name");
         goto out;
     }
+    memcpy(g->peer_name, text.value, len);
+    g->peer_name[len] = '\0';
+    /* The name comes from the peer's token: a control character (a NUL
+     * inside it too, which would cut it short) becomes '?'. */
+    scrubbed = negstream__scrub(g->peer_name, len);
+    if (scrubbed > 0)
+        NEGSTREAM__TRACE("gss: the client's name has %zu control "
+                         "character(s), shown as '?': %s", scrubbed,
+                         g->peer_name);
     rc = 0;
 out:
     gss_release_buffer(&tmp, &text);
@@ -927,14 +942,118 @@ out:
     return rc;
 }
 
-/* The status for a failed acceptor step: besides the GSS credential
- * errors, gss-ntlmssp says EACCES (unknown user) and EINVAL (wrong
- * password) under GSS_S_FAILURE; krb5 minors are com_err codes far above
- * errno values, so the two cannot be confused. */
-static negstream_status accept_status(OM_uint32 major, OM_uint32 minor)
+/*
+ * Reads one DER TLV at *p (before end): its tag, and its contents at
+ * *c, *n bytes.  Advances *p past it.  False when it does not fit.
+ */
+static bool der_tlv(const uint8_t **p, const uint8_t *end, uint8_t *tag,
+                    const uint8_t **c, size_t *n)
+{
+    const uint8_t *q = *p;
+    size_t len = 0;
+    int k;
+
+    if (end - q < 2)
+        return false;
+    *tag = *q++;
+    if (*q < 0x80) {
+        len = *q++;
+    } else {
+        k = *q++ & 0x7f;
+        if (k == 0 || k > 4 || end - q < k)
+            return false;
+        while (k-- > 0)
+            len = len << 8 | *q++;
+    }
+    if ((size_t)(end - q) < len)
+        return false;
+    *c = q;
+    *n = len;
+    *p = q + len;
+    return true;
+}
+
+/*
+ * The mechanism token a SPNEGO token carries (RFC 4178): the mechToken of
+ * a NegTokenInit (inside the GSS framing, 0x60) or the responseToken of a
+ * NegTokenResp (0xa1); both are field [2], an OCTET STRING.
+ */
+static bool spnego_inner(const uint8_t *tok, size_t len,
+                         const uint8_t **inner, size_t *inner_len)
+{
+    const uint8_t *p = tok, *end = tok + len, *c;
+    uint8_t tag;
+    size_t n;
+
+    if (len == 0)
+        return false;
+    if (tok[0] == 0x60) {
+        if (!der_tlv(&p, end, &tag, &c, &n))
+            return false;
+        p = c;
+        end = c + n;
+        if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0x06 ||
+            n != oid_spnego.length ||
+            memcmp(c, oid_spnego.elements, n) != 0)
+            return false;
+        if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0xa0)
+            return false;
+    } else if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0xa1) {
+        return false;
+    }
+    p = c;
+    end = c + n;
+    if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0x30)
+        return false;
+    p = c;
+    end = c + n;
+    while (p < end) {
+        if (!der_tlv(&p, end, &tag, &c, &n))
+            return false;
+        if (tag == 0xa2) {
+            const uint8_t *q = c;
+
+            return der_tlv(&q, c + n, &tag, inner, inner_len) &&
+                   tag == 0x04;
+        }
+    }
+    return false;
+}
+
+/* The type of the NTLM message (1 NEGOTIATE, 2 CHALLENGE, 3 AUTHENTICATE)
+ * that tok is or that its SPNEGO wrapping carries; 0 if none. */
+static unsigned ntlm_message_type(const void *tok, size_t len)
+{
+    const uint8_t *t = tok;
+
+    if ((len < 12 || memcmp(t, "NTLMSSP", 8) != 0) &&
+        !spnego_inner(tok, len, &t, &len))
+        return 0;
+    if (len < 12 || memcmp(t, "NTLMSSP", 8) != 0)
+        return 0;
+    return (unsigned)t[8] | (unsigned)t[9] << 8 | (unsigned)t[10] << 16 |
+           (unsigned)t[11] << 24;
+}
+
+/*
+ * The status for a failed acceptor step.  Besides the GSS credential
+ * errors: gss-ntlmssp fails an unknown user (EACCES) and a wrong password
+ * (EINVAL) with GSS_S_FAILURE when it checks the client's AUTHENTICATE
+ * message.  Its minor code cannot be compared with errno values: MIT's
+ * mechglue hands out minor codes per process, in the order (mechanism,
+ * code) pairs first appear, so after another mechanism has used 22 the
+ * NTLM EINVAL comes out as 100005 or so.  So the mechanism is told by the
+ * token (an NTLM AUTHENTICATE message, raw or inside SPNEGO), the routine
+ * error by the major status, and the reason by the mechanism's own text
+ * for the minor code, which the mechglue still finds.
+ */
+static negstream_status accept_status(const void *in, size_t in_len,
+                                      OM_uint32 major, OM_uint32 minor)
 {
     if (GSS_ROUTINE_ERROR(major) == GSS_S_FAILURE &&
-        (minor == EACCES || minor == EINVAL))
+        ntlm_message_type(in, in_len) == 3 &&
+        (negstream__gss_minor_is_errno(minor, &oid_ntlm, EINVAL) ||
+         negstream__gss_minor_is_errno(minor, &oid_ntlm, EACCES)))
         return NEGSTREAM_E_INVALID_CREDENTIAL;
     return cred_status(major, minor);
 }
@@ -1095,7 +1214,8 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
                                "altered (a relayed authentication?)",
                                major, minor);
         else if (g->is_server)
-            negstream__err_gss(err, accept_status(major, minor),
+            negstream__err_gss(err, accept_status(in, in_len, major,
+                                                  minor),
                                "accepting the client's token", major, minor);
         else
             negstream__err_gss(err, cred_status(major, minor),
@@ -1126,6 +1246,12 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
     g->ret_flags = flags;
     g->actual_mech = actual;
     g->is_ntlm = oid_equal(actual, &oid_ntlm);
+    /* The context holds its own keys from here on.  A credential
+     * acquired with a password may keep that password (MIT keeps it to
+     * get tickets later): release it now, not when the stream goes. */
+    if (g->cred != GSS_C_NO_CREDENTIAL)
+        gss_release_cred(&tmp, &g->cred);
+    g->cred = GSS_C_NO_CREDENTIAL;
     if (g->is_server) {
         if (server_peer_name(g, err) < 0)
             goto fail;
@@ -1519,6 +1645,8 @@ static ssize_t wrap_plain(negstream__gss *g, const void *in, size_t len,
     memcpy(out, tok.value, tok.length);
     rc = (ssize_t)tok.length;
 out:
+    /* Without confidentiality the token carries the plaintext. */
+    negstream__wipe(tok.value, tok.length);
     gss_release_buffer(&tmp, &tok);
     return rc;
 }
@@ -1647,6 +1775,7 @@ static ssize_t unwrap_iov(negstream__gss *g, uint8_t *buf, size_t len,
         /* Not in place after all: the plaintext is never longer than its
          * token, so it fits at the front of buf. */
         memmove(buf, iov[1].buffer.value, n);
+        negstream__wipe(iov[1].buffer.value, n);
         gss_release_iov_buffer(&tmp, iov, 2);
         *plain_off = 0;
     } else if (n == 0) {
@@ -1686,6 +1815,7 @@ static ssize_t unwrap_plain(negstream__gss *g, uint8_t *buf, size_t len,
     *plain_off = 0;
     rc = (ssize_t)msg.length;
 out:
+    negstream__wipe(msg.value, msg.length);    /* decrypted plaintext */
     gss_release_buffer(&tmp, &msg);
     return rc;
 }

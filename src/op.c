@@ -28,6 +28,7 @@
 #include "op.h"
 #include "poller.h"
 #include "pool.h"
+#include "scrub.h"
 #include "stream.h"
 #include "trace.h"
 #include "util.h"
@@ -99,28 +100,6 @@ static int poll_slot(int kind)
 {
     return kind == NEGSTREAM__OP_WRITE ? NEGSTREAM__SLOT_WRITE
                                        : NEGSTREAM__SLOT_READ;
-}
-
-/* Zeroes memory the compiler may not elide (a secret about to be freed). */
-static void wipe(void *p, size_t n)
-{
-    if (p == NULL || n == 0)
-        return;
-#ifdef HAVE_EXPLICIT_BZERO
-    explicit_bzero(p, n);
-#else
-    {
-        volatile unsigned char *v = p;
-
-        while (n-- > 0)
-            *v++ = 0;
-    }
-#endif
-}
-
-void negstream__op_wipe(void *p, size_t n)
-{
-    wipe(p, n);
 }
 
 /* Records the first I/O failure after authentication (sticky fault). */
@@ -204,7 +183,7 @@ static int grow_frame_buf(uint8_t **buf, size_t *cap, size_t need,
                            "(%zu bytes)", which, ncap);
         return -1;
     }
-    wipe(*buf, *cap);
+    negstream__wipe(*buf, *cap);
     free(*buf);
     *buf = nb;
     *cap = ncap;
@@ -443,7 +422,7 @@ static int auth_step(negstream__op *o, negstream_error *err)
             rc = negstream__gss_client_init(&s->gss, &a->copt, err);
         else
             rc = negstream__gss_server_init(&s->gss, &a->sopt, err);
-        wipe(a->strings, a->strings_len);
+        negstream__wipe(a->strings, a->strings_len);
         /* A set-up failure (bad password, no keytab entry) is still told
          * to the peer, as .NET does, so that it does not wait for us. */
         if (rc < 0)
@@ -490,10 +469,10 @@ void negstream__op_free_auth(negstream__op *o)
         return;
     if (a->gss_ready)
         negstream__hs_free(&a->hs);
-    wipe(a->strings, a->strings_len);
+    negstream__wipe(a->strings, a->strings_len);
     free(a->strings);
     free(a->binding);
-    wipe(a, sizeof(*a));
+    negstream__wipe(a, sizeof(*a));
     free(a);
     o->auth = NULL;
 }

@@ -104,9 +104,6 @@ bool *negstream__op_pending_flag(negstream *s, int kind);
 /* "write", "read", "client authentication", "server authentication". */
 const char *negstream__op_kind_name(int kind);
 
-/* Zeroes memory the compiler may not elide (a secret about to be freed). */
-void negstream__op_wipe(void *p, size_t n);
-
 /* Releases what an operation owns (copies of secrets wiped). */
 void negstream__op_free_auth(negstream__op *o);
 

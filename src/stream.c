@@ -21,7 +21,9 @@
 #include "error.h"
 #include "frame.h"
 #include "op.h"
+#include "options.h"
 #include "pool.h"
+#include "scrub.h"
 #include "stream.h"
 #include "trace.h"
 
@@ -66,9 +68,9 @@ void negstream__stream_unref(negstream *s)
     negstream__op_maybe_close_tr_locked(s);
     pthread_mutex_unlock(&s->mu);
     negstream__gss_free(&s->gss);
-    negstream__op_wipe(s->rbuf, s->rcap);
+    negstream__wipe(s->rbuf, s->rcap);
     free(s->rbuf);
-    negstream__op_wipe(s->wbuf, s->wcap);
+    negstream__wipe(s->wbuf, s->wcap);
     free(s->wbuf);
     negstream__wake_close(&s->wake);
     negstream__stream_mdrop(s);
@@ -609,11 +611,16 @@ static int begin_auth_locked(negstream *s, int kind, negstream_error *err)
     return 0;
 }
 
-/* The checks of both authentications, in .NET's order: the stream and
- * its state first, then the options. */
+/*
+ * The checks of both authentications, in .NET's order: the stream and its
+ * state first, then the options, read from the caller's structure of
+ * whatever version into *cco / *sso (this library's; options.c) and
+ * checked there.
+ */
 static int auth_checks(negstream *s, const negstream_client_options *co,
                        const negstream_server_options *so,
-                       negstream_error *err)
+                       negstream_client_options *cco,
+                       negstream_server_options *sso, negstream_error *err)
 {
     int rc;
 
@@ -622,8 +629,11 @@ static int auth_checks(negstream *s, const negstream_client_options *co,
     pthread_mutex_unlock(&s->mu);
     if (rc < 0)
         return -1;
-    return co != NULL ? check_client_options(co, err)
-                      : check_server_options(so, err);
+    if (co != NULL)
+        return negstream__client_options_import(cco, co, err) < 0 ? -1
+               : check_client_options(cco, err);
+    return negstream__server_options_import(sso, so, err) < 0 ? -1
+           : check_server_options(sso, err);
 }
 
 /*
@@ -684,11 +694,15 @@ static int auth_sync(negstream *s, int kind,
                      const negstream_server_options *so,
                      negstream_error *err)
 {
+    negstream_client_options cco;
+    negstream_server_options sso;
     negstream__op o;
     int rc;
 
-    if (auth_checks(s, co, so, err) < 0)
+    if (auth_checks(s, co, so, &cco, &sso, err) < 0)
         return -1;
+    co = co != NULL ? &cco : NULL;
+    so = so != NULL ? &sso : NULL;
     pthread_mutex_lock(&s->mu);
     rc = begin_auth_locked(s, kind, err);
     pthread_mutex_unlock(&s->mu);
@@ -709,11 +723,15 @@ static negstream_async *begin_auth(negstream *s, int kind,
                                    negstream_callback cb, void *state,
                                    negstream_error *err)
 {
+    negstream_client_options cco;
+    negstream_server_options sso;
     negstream__op *o;
     int rc;
 
-    if (auth_checks(s, co, so, err) < 0)
+    if (auth_checks(s, co, so, &cco, &sso, err) < 0)
         return NULL;
+    co = co != NULL ? &cco : NULL;
+    so = so != NULL ? &sso : NULL;
     pthread_mutex_lock(&s->mu);
     rc = begin_auth_locked(s, kind, err);
     pthread_mutex_unlock(&s->mu);
@@ -878,33 +896,6 @@ void negstream_close(negstream *s)
     NEGSTREAM__TRACE("stream %p closed (%zu operations settled)", (void *)s,
                      n);
     negstream__stream_unref(s);
-}
-
-void negstream_client_options_init(negstream_client_options *o)
-{
-    if (o == NULL)
-        return;
-    memset(o, 0, sizeof(*o));
-    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
-    o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
-    o->mechanism = "negotiate";
-    o->require_mutual_auth = false;
-    o->channel_binding = NULL;
-    o->channel_binding_len = 0;
-    o->ccache_name = NULL;
-}
-
-void negstream_server_options_init(negstream_server_options *o)
-{
-    if (o == NULL)
-        return;
-    memset(o, 0, sizeof(*o));
-    o->protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
-    o->impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
-    o->mechanism = "negotiate";
-    o->extended_protection = NEGSTREAM_EXTENDED_PROTECTION_NEVER;
-    o->channel_binding = NULL;
-    o->channel_binding_len = 0;
 }
 
 /* ---- properties -------------------------------------------------------- */

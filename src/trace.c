@@ -1,6 +1,7 @@
 /*
  * trace.c - NEGSTREAM_TRACE: unset, empty or "0" is off; "1" logs to
- * stderr; any other value is a file path, opened once for append.
+ * stderr; any other value is a file path, opened once for append (a
+ * symbolic link there is refused).
  *
  * The environment is read once (pthread_once), at the first trace call.
  * Each line is formatted in a local buffer and written with a single
@@ -17,11 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef __linux__
 # include <sys/syscall.h>
 #endif
 
+#include "scrub.h"
 #include "trace.h"
 
 /* Longer lines are cut; a trace line is a summary, not a dump. */
@@ -52,7 +55,8 @@ static void write_line(int fd, const char *line, size_t len)
 }
 
 /* Formats "negstream[pid.tid]: <text>\n" into buf (cap bytes) with
- * embedded newlines turned into spaces, so one call is one line. */
+ * embedded newlines turned into spaces and other control characters into
+ * '?', so one call is one line. */
 static size_t format_line(char *buf, size_t cap, const char *fmt,
                           va_list ap) NEGSTREAM__PRINTF(3, 0);
 
@@ -70,9 +74,13 @@ static size_t format_line(char *buf, size_t cap, const char *fmt,
     n = vsnprintf(buf + len, max + 1 - len, fmt, ap);
     if (n > 0)
         len += (size_t)n < max - len ? (size_t)n : max - len;
+    /* Our own line breaks and tabs become spaces; any other control
+     * character (from a name in the peer's token, say) becomes '?', so
+     * that a line cannot be split, forged or drive a terminal. */
     for (i = head; i < len; i++)
-        if (buf[i] == '\n' || buf[i] == '\r')
+        if (buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t')
             buf[i] = ' ';
+    negstream__scrub(buf + head, len - head);
     buf[len++] = '\n';
     buf[len] = '\0';
     return len;
@@ -110,11 +118,23 @@ static void trace_init(void)
         trace_fd = STDERR_FILENO;
         return;
     }
-    /* O_CLOEXEC: a child of the application must not inherit our log. */
-    fd = open(v, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    /* O_CLOEXEC: a child of the application must not inherit our log.
+     * O_NOFOLLOW: a symbolic link planted at the path (in a shared /tmp,
+     * say) must not make us append to the file it points to; such a
+     * path is refused, said once on stderr, and tracing is off.  Only
+     * the last component is checked, as open(2) does. */
+    fd = open(v, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+              0600);
     if (fd < 0) {
         int e = errno;
+        struct stat st;
 
+        if (lstat(v, &st) == 0 && S_ISLNK(st.st_mode)) {
+            trace_warn("NEGSTREAM_TRACE file %s is a symbolic link: "
+                       "refused, tracing is off (name the file itself, "
+                       "or 1 for stderr)", v);
+            return;
+        }
         trace_warn("cannot open NEGSTREAM_TRACE file %s: %s; tracing to "
                    "stderr", v, strerror(e));
         fd = STDERR_FILENO;

@@ -9,9 +9,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <gssapi/gssapi.h>
@@ -36,6 +39,7 @@
 
 #include "error.h"
 #include "frame.h"
+#include "options.h"
 #include "trace.h"
 
 /* ---- handshake header --------------------------------------------------- */
@@ -771,6 +775,124 @@ START_TEST(err_copy_and_prefix)
 }
 END_TEST
 
+/* Control characters from the peer (a name quoted by a GSSAPI status
+ * text, say) never reach a message: every byte below 0x20 and 0x7f
+ * becomes '?', UTF-8 stays as it is. */
+START_TEST(err_control_chars_scrubbed)
+{
+    negstream_error e;
+
+    negstream__err_set(&e, NEGSTREAM_E_AUTHENTICATION, "peer %s said no",
+                       "al\x01ice\x1b[2J\xc3\xa9\x7f\r\nFAKE: ok\t!");
+    ck_assert_str_eq(e.message,
+                     "peer al?ice?[2J\xc3\xa9???FAKE: ok?! said no");
+    negstream__err_sys(&e, NEGSTREAM_E_IO, ENOENT, "file \x1b]0;x\x07");
+    ck_assert_ptr_nonnull(strstr(e.message, "file ?]0;x?: "));
+    negstream__err_set(&e, NEGSTREAM_E_IO, "%s", "inner");
+    negstream__err_prefix(&e, "from \x05 peer");
+    ck_assert_str_eq(e.message, "from ? peer: inner");
+}
+END_TEST
+
+/* ---- option structures (options.c) -------------------------------------- */
+
+/*
+ * The sizes options.c records: one per version, growing, the last one
+ * covering every field of this header's structure (at most the tail
+ * padding is left), and 'struct_version' right after the first
+ * version's fields, where it stays for ever.
+ */
+START_TEST(options_sizes)
+{
+    unsigned v;
+
+    ck_assert_uint_eq(negstream__client_options_size(0), 0);
+    ck_assert_uint_eq(negstream__server_options_size(0), 0);
+    for (v = 1; v < NEGSTREAM_CLIENT_OPTIONS_VERSION; v++)
+        ck_assert_uint_lt(negstream__client_options_size(v),
+                          negstream__client_options_size(v + 1));
+    for (v = 1; v < NEGSTREAM_SERVER_OPTIONS_VERSION; v++)
+        ck_assert_uint_lt(negstream__server_options_size(v),
+                          negstream__server_options_size(v + 1));
+    ck_assert_uint_lt(sizeof(negstream_client_options) -
+        negstream__client_options_size(NEGSTREAM_CLIENT_OPTIONS_VERSION),
+        8);
+    ck_assert_uint_lt(sizeof(negstream_server_options) -
+        negstream__server_options_size(NEGSTREAM_SERVER_OPTIONS_VERSION),
+        8);
+    ck_assert_uint_eq(negstream__client_options_size(
+                          NEGSTREAM_CLIENT_OPTIONS_VERSION + 1), 0);
+    ck_assert_uint_eq(negstream__client_options_size(1),
+                      offsetof(negstream_client_options, struct_version) +
+                      sizeof(uint32_t));
+    ck_assert_uint_eq(negstream__server_options_size(1),
+                      offsetof(negstream_server_options, struct_version) +
+                      sizeof(uint32_t));
+    ck_assert_uint_le(offsetof(negstream_client_options, struct_version) -
+                      offsetof(negstream_client_options,
+                               require_mutual_auth), 4);
+    ck_assert_uint_eq(offsetof(negstream_server_options, struct_version),
+                      offsetof(negstream_server_options, mechanism) +
+                      sizeof(const char *));
+}
+END_TEST
+
+/* _init writes the bytes of the version it is given and no more: the
+ * caller's structure may be that small. */
+START_TEST(options_init_writes_only_its_version)
+{
+    unsigned char buf[sizeof(negstream_client_options) + 32];
+    unsigned char sbuf[sizeof(negstream_server_options) + 32];
+    size_t n = negstream__client_options_size(1), i;
+    size_t sn = negstream__server_options_size(1);
+    negstream_client_options co;
+    negstream_error e;
+
+    memset(buf, 0xa5, sizeof(buf));
+    negstream_client_options_init_version((negstream_client_options *)buf,
+                                          1);
+    for (i = n; i < sizeof(buf); i++)
+        ck_assert_msg(buf[i] == 0xa5, "byte %zu of %zu written", i,
+                      sizeof(buf));
+    memset(buf, 0xa5, sizeof(buf));
+    negstream_client_options_init_version((negstream_client_options *)buf,
+            NEGSTREAM_CLIENT_OPTIONS_VERSION + 7);
+    for (i = negstream__client_options_size(
+             NEGSTREAM_CLIENT_OPTIONS_VERSION); i < sizeof(buf); i++)
+        ck_assert_int_eq(buf[i], 0xa5);
+    memset(sbuf, 0xa5, sizeof(sbuf));
+    negstream_server_options_init_version((negstream_server_options *)sbuf,
+                                          1);
+    for (i = sn; i < sizeof(sbuf); i++)
+        ck_assert_int_eq(sbuf[i], 0xa5);
+
+    /* the defaults, and an import of what _init stamped */
+    negstream_client_options_init(&co);
+    ck_assert_int_eq(co.protection, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    ck_assert_int_eq(co.impersonation,
+                     NEGSTREAM_IMPERSONATION_IDENTIFICATION);
+    ck_assert_str_eq(co.mechanism, "negotiate");
+    ck_assert_ptr_null(co.target_name);
+    ck_assert(!co.require_mutual_auth);
+    co.target_name = "host/x";
+    {
+        negstream_client_options got;
+
+        ck_assert_int_eq(negstream__client_options_import(&got, &co, &e),
+                         0);
+        ck_assert_str_eq(got.target_name, "host/x");
+        ck_assert_int_eq(got.struct_version, co.struct_version);
+    }
+    /* version 0 is "not initialized"; a NULL structure is ignored */
+    negstream_client_options_init_version(&co, 0);
+    ck_assert_int_eq(negstream__client_options_import(
+                         (negstream_client_options *)buf, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    negstream_client_options_init(NULL);
+    negstream_server_options_init(NULL);
+}
+END_TEST
+
 /* ---- NEGSTREAM_TRACE ---------------------------------------------------- */
 
 /*
@@ -907,6 +1029,153 @@ START_TEST(trace_bad_path_falls_back_to_stderr)
 }
 END_TEST
 
+/*
+ * A symbolic link at the NEGSTREAM_TRACE path (planted in a shared
+ * directory by someone else, say) is refused: the file it points to is
+ * not written, one line on stderr says why, and tracing is off.
+ */
+START_TEST(trace_symlink_refused)
+{
+    char target[512], link_path[600], line[2048];
+    int fd = tmp_file(target, sizeof(target)), saved, warnings = 0;
+    int others = 0, status;
+    struct stat st;
+    FILE *f;
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    snprintf(link_path, sizeof(link_path), "%s.lnk", target);
+    ck_assert_int_eq(symlink(target, link_path), 0);
+    fd = tmp_file(line, sizeof(line));     /* the child's stderr */
+    ck_assert_int_ge(fd, 0);
+    saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+    status = run_traced_child(link_path);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ck_assert_int_eq(status, 2);           /* tracing is off */
+    ck_assert_int_eq(stat(target, &st), 0);
+    ck_assert_int_eq(st.st_size, 0);       /* the target was not written */
+    ck_assert_int_eq(lstat(link_path, &st), 0);
+    ck_assert(S_ISLNK(st.st_mode));
+    f = fopen(line, "r");
+    ck_assert_ptr_nonnull(f);
+    unlink(line);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strstr(line, "is a symbolic link: refused") != NULL &&
+            strncmp(line, "negstream[", 10) == 0)
+            warnings++;
+        else
+            others++;
+    }
+    fclose(f);
+    ck_assert_int_eq(warnings, 1);
+    ck_assert_int_eq(others, 0);
+    unlink(link_path);
+    unlink(target);
+}
+END_TEST
+
+/* The file is created with mode 0600 (whatever the umask allows), an
+ * existing one is appended to, and the descriptor is close-on-exec. */
+START_TEST(trace_file_mode_append_cloexec)
+{
+    char path[512], line[2048];
+    int fd = tmp_file(path, sizeof(path)), status;
+    struct stat st;
+    pid_t pid;
+    FILE *f;
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    unlink(path);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char link_to[600];
+        struct dirent *d;
+        int cloexec = -1;
+        DIR *dir;
+
+        umask(0);
+        setenv("NEGSTREAM_TRACE", path, 1);
+        negstream__trace("first");
+        dir = opendir("/proc/self/fd");
+        while (dir != NULL && (d = readdir(dir)) != NULL) {
+            ssize_t n;
+
+            n = readlinkat(dirfd(dir), d->d_name, link_to,
+                           sizeof(link_to) - 1);
+            if (n <= 0)
+                continue;
+            link_to[n] = '\0';
+            if (strcmp(link_to, path) == 0)
+                cloexec = (fcntl(atoi(d->d_name), F_GETFD) & FD_CLOEXEC) ?
+                          1 : 0;
+        }
+        if (dir != NULL)
+            closedir(dir);
+        _exit(cloexec == 1 ? 0 : 3);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the trace file's descriptor is not close-on-exec");
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0777, 0600);
+
+    /* a second process appends */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setenv("NEGSTREAM_TRACE", path, 1);
+        negstream__trace("second");
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+    ck_assert_ptr_nonnull(strstr(line, "]: first\n"));
+    ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+    ck_assert_ptr_nonnull(strstr(line, "]: second\n"));
+    fclose(f);
+    unlink(path);
+}
+END_TEST
+
+/* Control characters in traced text (a client's name, a GSSAPI text)
+ * become '?'; line breaks and tabs become spaces; UTF-8 is kept. */
+START_TEST(trace_control_chars_scrubbed)
+{
+    char path[512], line[2048];
+    int fd = tmp_file(path, sizeof(path)), status;
+    pid_t pid;
+    FILE *f;
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setenv("NEGSTREAM_TRACE", path, 1);
+        negstream__trace("authenticated %s",
+                         "al\x01ice\x1b[31m\xc3\xa9\x7f\x08\tx\ny");
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+    ck_assert_msg(strstr(line, "]: authenticated al?ice?[31m\xc3\xa9?? x y\n")
+                  != NULL, "line: %s", line);
+    ck_assert_ptr_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(trace_long_line_cut)
 {
     char path[512];
@@ -976,6 +1245,12 @@ static Suite *frame_suite(void)
     tcase_add_test(tc, err_gss_minor_and_hints);
     tcase_add_test(tc, err_gss_hint_survives_truncation);
     tcase_add_test(tc, err_copy_and_prefix);
+    tcase_add_test(tc, err_control_chars_scrubbed);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("options");
+    tcase_add_test(tc, options_sizes);
+    tcase_add_test(tc, options_init_writes_only_its_version);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("trace");
@@ -983,6 +1258,9 @@ static Suite *frame_suite(void)
     tcase_add_test(tc, trace_off);
     tcase_add_test(tc, trace_bad_path_falls_back_to_stderr);
     tcase_add_test(tc, trace_long_line_cut);
+    tcase_add_test(tc, trace_symlink_refused);
+    tcase_add_test(tc, trace_file_mode_append_cloexec);
+    tcase_add_test(tc, trace_control_chars_scrubbed);
     suite_add_tcase(s, tc);
     return s;
 }

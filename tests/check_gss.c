@@ -195,6 +195,12 @@ static void expect_ok(const side *c, const side *s)
     ck_assert_int_eq(c->err.code, NEGSTREAM_OK);
     ck_assert_int_eq(s->err.code, NEGSTREAM_OK);
     ck_assert(c->g.complete && s->g.complete);
+    /* Credentials are released once the context is established: one
+     * acquired with a password may hold that password. */
+    ck_assert_msg(c->g.cred == GSS_C_NO_CREDENTIAL,
+                  "the client still holds its credential");
+    ck_assert_msg(s->g.cred == GSS_C_NO_CREDENTIAL,
+                  "the server still holds its credential");
 }
 
 static void expect_code(const side *x, negstream_status code,
@@ -960,6 +966,60 @@ START_TEST(bad_password_ntlm)
     run_pair(&c, &s, true);
     expect_code(&s, NEGSTREAM_E_INVALID_CREDENTIAL, NULL);
     expect_code(&c, NEGSTREAM_E_INVALID_CREDENTIAL, "rejected");
+    side_done(&c);
+    side_done(&s);
+}
+END_TEST
+
+/*
+ * The same after a Kerberos authentication in the same process.  MIT's
+ * mechglue numbers the minor codes of each mechanism per process, in the
+ * order they first appear; after the Kerberos handshake gss-ntlmssp's
+ * "wrong password" no longer came out as EINVAL, and the server reported
+ * an internal error (0x80090304) instead of "logon denied".  Check forks
+ * a fresh process per test, so the Kerberos run must be in this one.
+ */
+START_TEST(bad_password_ntlm_after_kerberos)
+{
+    side c, s;
+
+    krb_sides(&c, &s, NULL, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    run_pair(&c, &s, false);
+    expect_ok(&c, &s);
+    side_done(&c);
+    side_done(&s);
+
+    client_ntlm(&c, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    c.co.password = "not-the-password";
+    server_default(&s, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    run_pair(&c, &s, true);
+    expect_code(&s, NEGSTREAM_E_INVALID_CREDENTIAL, NULL);
+    ck_assert_uint_eq(negstream__gss_error_code(&s.err), 0x8009030Cu);
+    /* what the client read from the wire: logon denied */
+    expect_code(&c, NEGSTREAM_E_INVALID_CREDENTIAL, "0x8009030C");
+    side_done(&c);
+    side_done(&s);
+
+    /* an unknown NTLM user, likewise */
+    client_ntlm(&c, NEGSTREAM_PROTECTION_SIGN);
+    c.co.user = "nosuchuser";
+    server_default(&s, NEGSTREAM_PROTECTION_SIGN);
+    run_pair(&c, &s, false);
+    expect_code(&s, NEGSTREAM_E_INVALID_CREDENTIAL, NULL);
+    expect_code(&c, NEGSTREAM_E_INVALID_CREDENTIAL, "0x8009030C");
+    side_done(&c);
+    side_done(&s);
+
+    /* and a wrong password for NTLM inside SPNEGO (no Kerberos for this
+     * user: the AUTHENTICATE message is SPNEGO's responseToken) */
+    no_ccache();
+    client_ntlm(&c, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    c.co.mechanism = "negotiate";
+    c.co.password = "not-the-password";
+    server_default(&s, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    run_pair(&c, &s, true);
+    expect_code(&s, NEGSTREAM_E_INVALID_CREDENTIAL, NULL);
+    expect_code(&c, NEGSTREAM_E_INVALID_CREDENTIAL, "0x8009030C");
     side_done(&c);
     side_done(&s);
 }
@@ -1964,6 +2024,7 @@ static Suite *gss_suite(void)
     tcase_add_test(tc, unknown_user_negotiate);
     tcase_add_test(tc, bad_password_ntlm);
     tcase_add_test(tc, unknown_user_ntlm);
+    tcase_add_test(tc, bad_password_ntlm_after_kerberos);
     tcase_add_test(tc, no_ticket_kerberos);
     tcase_add_test(tc, no_ticket_sign);
     tcase_add_test(tc, level_too_low);

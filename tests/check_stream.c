@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "negstream.h"
+#include "options.h"
 #include "testutil.h"
 
 static const negstream_protection levels[] = {
@@ -392,6 +393,109 @@ START_TEST(test_new_and_options_errors)
 }
 END_TEST
 
+/*
+ * Options that negstream_*_options_init() did not stamp (filled by hand,
+ * zeroed, or garbage) are refused with NEGSTREAM_E_ARGUMENT and a message
+ * that says what to do; the stream is left as it was.
+ */
+START_TEST(test_options_must_be_initialized)
+{
+    negstream_client_options co;
+    negstream_server_options so;
+    negstream_error e;
+    negstream *c;
+    int fds[2];
+
+    tu_tcp_pair(fds);
+    c = negstream_new(fds[0], false, &e);
+    ck_assert_ptr_nonnull(c);
+
+    /* every field valid, but filled by hand */
+    memset(&co, 0, sizeof(co));
+    co.target_name = tu_env("NEGTEST_SPN");
+    co.protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+    co.impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
+    co.mechanism = "negotiate";
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    ck_assert_msg(strstr(e.message, "call negstream_client_options_init()")
+                  != NULL, "message: %s", e.message);
+    ck_assert_ptr_null(negstream_begin_authenticate_as_client(c, &co, NULL,
+                                                              NULL, &e));
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    /* garbage where the stamp is */
+    memset(&co.struct_version, 0xa5, sizeof(co.struct_version));
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    /* the version number alone is not the stamp either */
+    co.struct_version = NEGSTREAM_CLIENT_OPTIONS_VERSION;
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    /* built against a newer header than this library knows */
+    negstream_client_options_init_version(&co,
+            NEGSTREAM_CLIENT_OPTIONS_VERSION + 1);
+    co.target_name = tu_env("NEGTEST_SPN");
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    ck_assert_msg(strstr(e.message, "newer negstream.h") != NULL,
+                  "message: %s", e.message);
+
+    memset(&so, 0, sizeof(so));
+    so.protection = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
+    so.impersonation = NEGSTREAM_IMPERSONATION_IDENTIFICATION;
+    ck_assert_int_eq(negstream_authenticate_as_server(c, &so, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    ck_assert_msg(strstr(e.message, "call negstream_server_options_init()")
+                  != NULL, "message: %s", e.message);
+    ck_assert_ptr_null(negstream_begin_authenticate_as_server(c, &so, NULL,
+                                                              NULL, &e));
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+
+    /* nothing was consumed: the next check is reached as before */
+    ck_assert(!negstream_is_authenticated(c));
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    co.impersonation = NEGSTREAM_IMPERSONATION_ANONYMOUS;
+    ck_assert_int_eq(negstream_authenticate_as_client(c, &co, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT_RANGE);
+    negstream_close(c);
+    close(fds[1]);
+}
+END_TEST
+
+/*
+ * A program built against the first header with options fields has
+ * structures exactly that big: stamped version 1, they are read no
+ * further (AddressSanitizer and valgrind see any byte read past the
+ * malloc'd block), and the authentication works.
+ */
+START_TEST(test_options_of_version_1)
+{
+    size_t csize = negstream__client_options_size(1);
+    size_t ssize = negstream__server_options_size(1);
+    negstream_client_options *co = malloc(csize);
+    negstream_server_options *so = malloc(ssize);
+    negstream_error ce, se;
+    negstream *c, *s;
+    int fds[2];
+
+    ck_assert(co != NULL && so != NULL);
+    negstream_client_options_init_version(co, 1);
+    co->target_name = tu_env("NEGTEST_SPN");
+    negstream_server_options_init_version(so, 1);
+    ck_assert_int_eq(so->protection, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    tu_tcp_pair(fds);
+    ck_assert_msg(tu_auth_fds(fds[0], fds[1], false, co, so, &c, &s, &ce,
+                              &se), "%s / %s", ce.message, se.message);
+    ck_assert(negstream_is_encrypted(c));
+    transfer(c, s, 1000, 4);
+    negstream_close(c);
+    negstream_close(s);
+    free(co);
+    free(so);
+}
+END_TEST
+
 START_TEST(test_double_authentication)
 {
     negstream_client_options co;
@@ -521,6 +625,64 @@ START_TEST(test_password_credentials)
     transfer(c, s, 1000, 1);
     negstream_close(c);
     negstream_close(s);
+}
+END_TEST
+
+/*
+ * A client name with control characters (an NTLM user the server's user
+ * file knows, so the authentication succeeds): negstream_remote_identity
+ * shows each as '?'.
+ * The name is the peer's to choose; a terminal or a log that shows it
+ * must not be driven by it.
+ */
+START_TEST(test_remote_identity_scrubbed)
+{
+    /* ASCII only: gss-ntlmssp compares names in the locale's charset,
+     * ASCII in the tests' C locale (UTF-8 is kept: tests/check_frame.c) */
+    static const char user[] = "ev\x01il\x1b[31m\x7fx";
+    static const char shown[] = "ev?il?[31m?x";
+    const char *old = getenv("NTLM_USER_FILE");
+    char path[600], *saved = old != NULL ? strdup(old) : NULL;
+    negstream_client_options co;
+    negstream_server_options so;
+    negstream_error ce, se;
+    negstream *c, *s;
+    const char *id;
+    int fds[2];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/odd-ntlm-users",
+             tu_env("NEGTEST_REALM_DIR"));
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%s:%s:odd-password-42\n", tu_env("NEGTEST_NTLM_DOMAIN"),
+            user);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(setenv("NTLM_USER_FILE", path, 1), 0);
+
+    negstream_client_options_init(&co);
+    co.target_name = tu_env("NEGTEST_SPN");
+    co.mechanism = "ntlm";
+    co.user = user;
+    co.domain = tu_env("NEGTEST_NTLM_DOMAIN");
+    co.password = "odd-password-42";
+    negstream_server_options_init(&so);
+    tu_tcp_pair(fds);
+    ck_assert_msg(tu_auth_fds(fds[0], fds[1], false, &co, &so, &c, &s, &ce,
+                              &se), "%s / %s", ce.message, se.message);
+    id = negstream_remote_identity(s);
+    ck_assert_ptr_nonnull(id);
+    ck_assert_msg(strstr(id, shown) != NULL &&
+                  strlen(id) == strlen(tu_env("NEGTEST_NTLM_DOMAIN")) + 1 +
+                                strlen(shown),
+                  "remote identity \"%s\"", id);
+    transfer(c, s, 1000, 3);
+    negstream_close(c);
+    negstream_close(s);
+    if (saved != NULL)
+        setenv("NTLM_USER_FILE", saved, 1);
+    free(saved);
+    unlink(path);
 }
 END_TEST
 
@@ -1063,6 +1225,9 @@ static Suite *stream_suite(void)
     tcase_add_test(t, test_unknown_user);
     tcase_add_test(t, test_bad_password);
     tcase_add_test(t, test_password_credentials);
+    tcase_add_test(t, test_options_must_be_initialized);
+    tcase_add_test(t, test_options_of_version_1);
+    tcase_add_test(t, test_remote_identity_scrubbed);
     tcase_add_test(t, test_protection_downgrade_refused);
     tcase_add_test(t, test_require_mutual_auth);
     tcase_add_loop_test(t, test_clean_eof, 0, nlevels);

@@ -78,7 +78,8 @@ struct opts {
     uint64_t size;                      /* 0: unknown */
 };
 
-/* The password lives here only, and is wiped before exit. */
+/* The password lives here only (read with read(2), never through a stdio
+ * buffer), and is wiped as soon as the authentication is over. */
 static char password[PASSWORD_MAX];
 static bool verbose_on;
 
@@ -874,7 +875,11 @@ static int run_client(const struct opts *o)
         co.password = password;
     }
     note("authenticating to %s (%s)", o->target, o->mech);
-    if (negstream_authenticate_as_client(s, &co, &err) != 0) {
+    rc = negstream_authenticate_as_client(s, &co, &err);
+    /* Used up: the credentials were acquired (or not) with it. */
+    wipe(password, sizeof(password));
+    co.password = NULL;
+    if (rc != 0) {
         report(&err, "authenticating to %s", o->target);
         rc = exit_for(&err, false);
         goto out;
@@ -1165,38 +1170,59 @@ static bool parse_size(const char *s, uint64_t *out)
     return true;
 }
 
-/* Reads the first line of path into password[].  Returns 0 or an exit
- * status (reported). */
+/* Reads the first line of path into password[].  With open(2) and
+ * read(2) straight into password[]: a stdio stream would leave a copy in
+ * its buffer, freed unwiped by fclose.  Bytes read past the first line
+ * are wiped.  Returns 0 or an exit status (reported). */
 static int read_password_file(const char *path)
 {
-    FILE *f = fopen(path, "re");
-    size_t n;
-    int rc = EXIT_USAGE;
+    size_t n = 0, len = 0;
+    ssize_t r;
+    int fd, rc = EXIT_USAGE;
 
-    if (f == NULL) {
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
         say("--password-file %s: %s", path, strerror(errno));
         goto out;
     }
-    if (fgets(password, sizeof(password), f) == NULL) {
-        say("--password-file %s: %s", path,
-            ferror(f) ? strerror(errno) : "the file is empty");
-        goto out;
+    /* Until a line end, EOF, or the buffer is full. */
+    while (n < sizeof(password) - 1 &&
+           memchr(password, '\n', n) == NULL &&
+           memchr(password, '\r', n) == NULL) {
+        r = read(fd, password + n, sizeof(password) - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            say("--password-file %s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
     }
-    n = strcspn(password, "\r\n");
-    if (password[n] == '\0' && !feof(f) && n == sizeof(password) - 1) {
+    for (len = 0; len < n; len++)
+        if (password[len] == '\n' || password[len] == '\r')
+            break;
+    if (len == n && n == sizeof(password) - 1) {
         say("--password-file %s: the first line is longer than %d bytes",
             path, PASSWORD_MAX - 1);
         goto out;
     }
-    password[n] = '\0';
     if (n == 0) {
+        say("--password-file %s: the file is empty", path);
+        goto out;
+    }
+    if (len == 0) {
         say("--password-file %s: the first line is empty", path);
         goto out;
     }
     rc = 0;
 out:
-    if (f != NULL)
-        fclose(f);
+    /* The rest of the file (or all of it, on failure) is not kept. */
+    wipe(password + (rc == 0 ? len : 0),
+         sizeof(password) - (rc == 0 ? len : 0));
+    if (fd >= 0)
+        close(fd);
     return rc;
 }
 

@@ -161,10 +161,19 @@ bool faultshim_load(faultshim_api *api)
     *(void **)&a.thread_fail = dlsym(RTLD_DEFAULT, "faultshim_thread_fail");
     *(void **)&a.thread_failures = dlsym(RTLD_DEFAULT,
                                          "faultshim_thread_failures");
+    *(void **)&a.secret_watch = dlsym(RTLD_DEFAULT,
+                                      "faultshim_secret_watch");
+    *(void **)&a.secret_ignore_thread =
+        dlsym(RTLD_DEFAULT, "faultshim_secret_ignore_thread");
+    *(void **)&a.secret_hits = dlsym(RTLD_DEFAULT, "faultshim_secret_hits");
+    *(void **)&a.secret_clear = dlsym(RTLD_DEFAULT,
+                                      "faultshim_secret_clear");
     if (a.io_arm == NULL || a.io_disarm_all == NULL || a.io_stats == NULL ||
         a.malloc_arm == NULL || a.malloc_disarm == NULL ||
         a.malloc_count == NULL || a.thread_fail == NULL ||
-        a.thread_failures == NULL)
+        a.thread_failures == NULL || a.secret_watch == NULL ||
+        a.secret_ignore_thread == NULL || a.secret_hits == NULL ||
+        a.secret_clear == NULL)
         return false;
     *api = a;
     return true;

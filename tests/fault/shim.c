@@ -11,7 +11,11 @@
  *  - the allocator: the k-th allocation of the arming thread after
  *    faultshim_malloc_arm(k) returns NULL with ENOMEM, once.  Counting
  *    one thread only keeps the count deterministic while other threads
- *    (the peer of the test, pool workers) allocate freely.
+ *    (the peer of the test, pool workers) allocate freely;
+ *  - free (and realloc when it moves a block): while secrets are watched
+ *    (faultshim_secret_watch), every block is searched for them just
+ *    before it goes back to the allocator, so that a test can tell
+ *    whether a password or decrypted plaintext was left behind.
  * Everything else is passed straight to the next definition (libc, or the
  * sanitizer runtime that wraps libc), found with dlsym(RTLD_NEXT).
  *
@@ -57,6 +61,11 @@ EXPORT void faultshim_io_disarm_all(void);
 EXPORT void faultshim_io_stats(faultshim_stats *out);
 EXPORT void faultshim_thread_fail(bool on);
 EXPORT unsigned long faultshim_thread_failures(void);
+EXPORT bool faultshim_secret_watch(const void *secret, size_t n);
+EXPORT void faultshim_secret_ignore_thread(bool on);
+EXPORT unsigned long faultshim_secret_hits(size_t i, void **where,
+                                           size_t max);
+EXPORT void faultshim_secret_clear(void);
 
 /* ---- the allocator -------------------------------------------------- */
 
@@ -66,6 +75,7 @@ typedef void *(*realloc_fn)(void *, size_t);
 typedef void (*free_fn)(void *);
 typedef int (*posix_memalign_fn)(void **, size_t, size_t);
 typedef void *(*aligned_alloc_fn)(size_t, size_t);
+typedef size_t (*usable_size_fn)(void *);
 
 static malloc_fn real_malloc;
 static calloc_fn real_calloc;
@@ -74,6 +84,7 @@ static free_fn real_free;
 static posix_memalign_fn real_posix_memalign;
 static aligned_alloc_fn real_aligned_alloc;
 static aligned_alloc_fn real_memalign;
+static usable_size_fn real_usable_size;
 
 /* Bootstrap arena for allocations made while dlsym runs. */
 #define ARENA_SIZE (64 * 1024)
@@ -135,6 +146,9 @@ static void resolve_alloc(void)
             (aligned_alloc_fn)dlsym(RTLD_NEXT, "aligned_alloc");
     if (real_memalign == NULL)
         real_memalign = (aligned_alloc_fn)dlsym(RTLD_NEXT, "memalign");
+    if (real_usable_size == NULL)
+        real_usable_size =
+            (usable_size_fn)dlsym(RTLD_NEXT, "malloc_usable_size");
     resolving--;
 }
 
@@ -183,6 +197,197 @@ static bool alloc_fails(const void *caller)
     return false;
 }
 
+/* ---- secrets in freed blocks -------------------------------------- */
+
+#define MAX_SECRETS 4
+#define SECRET_MAX 256
+#define MAX_WHERE 8
+
+typedef struct secret {
+    unsigned char bytes[SECRET_MAX];
+    size_t        len;
+    atomic_ulong  hits;
+    atomic_size_t nwhere;
+    _Atomic(void *) where[MAX_WHERE];   /* callers of the first frees */
+} secret;
+
+static secret secrets[MAX_SECRETS];
+static atomic_size_t nsecrets;      /* published after the bytes */
+static TLS bool secret_ignored;     /* this thread's frees not searched */
+/* Searches hold it shared; watch and clear, which write the secrets,
+ * exclusively (a worker may still be freeing when a test moves on). */
+static pthread_rwlock_t secrets_lock = PTHREAD_RWLOCK_INITIALIZER;
+/* Bumped by every clear, so that a block searched for the secrets of one
+ * test is not counted against the next one's. */
+static atomic_uint secrets_gen;
+
+/* Which watched secrets (bit i for secret i) the block p holds, and in
+ * which generation (*gen).  Reads only the block's usable size, before
+ * the allocator gets it back. */
+static unsigned scan_block(void *p, unsigned *gen)
+{
+    size_t i, n, size;
+    unsigned found = 0;
+
+    if (atomic_load(&nsecrets) == 0 || secret_ignored ||
+        real_usable_size == NULL)
+        return 0;
+    size = real_usable_size(p);
+    pthread_rwlock_rdlock(&secrets_lock);
+    *gen = atomic_load(&secrets_gen);
+    n = atomic_load(&nsecrets);
+    for (i = 0; i < n; i++)
+        if (size >= secrets[i].len &&
+            memmem(p, size, secrets[i].bytes, secrets[i].len) != NULL)
+            found |= 1u << i;
+    pthread_rwlock_unlock(&secrets_lock);
+    return found;
+}
+
+/* Counts a freed block that held the secrets in 'found' (searched in
+ * generation gen). */
+static void record_hits(unsigned found, unsigned gen, const void *caller)
+{
+    size_t i;
+
+    if (found == 0)
+        return;
+    pthread_rwlock_rdlock(&secrets_lock);
+    for (i = 0; gen == atomic_load(&secrets_gen) && i < MAX_SECRETS; i++) {
+        if (found & (1u << i)) {
+            size_t w = atomic_fetch_add(&secrets[i].nwhere, 1);
+
+            if (w < MAX_WHERE)
+                atomic_store(&secrets[i].where[w], (void *)caller);
+            atomic_fetch_add(&secrets[i].hits, 1);
+        }
+    }
+    pthread_rwlock_unlock(&secrets_lock);
+}
+
+/* Watches one more secret (at most 4, each 1 to 256 bytes); false if it
+ * cannot. */
+EXPORT bool faultshim_secret_watch(const void *bytes, size_t n)
+{
+    bool ok = false;
+    size_t i;
+
+    if (real_free == NULL || real_usable_size == NULL)
+        resolve_alloc();
+    pthread_rwlock_wrlock(&secrets_lock);
+    i = atomic_load(&nsecrets);
+    if (n > 0 && n <= SECRET_MAX && i < MAX_SECRETS &&
+        real_usable_size != NULL) {
+        memcpy(secrets[i].bytes, bytes, n);
+        secrets[i].len = n;
+        atomic_store(&secrets[i].hits, 0);
+        atomic_store(&secrets[i].nwhere, 0);
+        atomic_store(&nsecrets, i + 1);
+        ok = true;
+    }
+    pthread_rwlock_unlock(&secrets_lock);
+    return ok;
+}
+
+/* The calling thread's frees are searched (false) or not (true). */
+EXPORT void faultshim_secret_ignore_thread(bool on)
+{
+    secret_ignored = on;
+}
+
+/* Freed blocks that held secret i so far; the callers of free for the
+ * first of them go to where[0..max). */
+EXPORT unsigned long faultshim_secret_hits(size_t i, void **where,
+                                           size_t max)
+{
+    size_t k, nw;
+
+    if (i >= atomic_load(&nsecrets))
+        return 0;
+    nw = atomic_load(&secrets[i].nwhere);
+    for (k = 0; k < max && k < nw && k < MAX_WHERE; k++)
+        where[k] = atomic_load(&secrets[i].where[k]);
+    for (; k < max; k++)
+        where[k] = NULL;
+    return atomic_load(&secrets[i].hits);
+}
+
+/* Stops watching and forgets the secrets (their copies are wiped). */
+EXPORT void faultshim_secret_clear(void)
+{
+    size_t i, k, n;
+    volatile unsigned char *v;
+
+    pthread_rwlock_wrlock(&secrets_lock);
+    atomic_fetch_add(&secrets_gen, 1);
+    n = atomic_exchange(&nsecrets, 0);
+    for (i = 0; i < n; i++) {
+        v = secrets[i].bytes;
+        for (k = 0; k < SECRET_MAX; k++)
+            v[k] = 0;
+        secrets[i].len = 0;
+    }
+    pthread_rwlock_unlock(&secrets_lock);
+}
+
+/*
+ * The same for a program that knows nothing of the shim (negcat, in
+ * tests/negcat.krb): the value of FAULTSHIM_SECRET is watched from the
+ * start, and at exit the process appends "EXE hits N" to the file
+ * FAULTSHIM_REPORT, and one "freed-from ..." line per caller of the first
+ * frees that held it.
+ */
+__attribute__((constructor)) static void secret_from_env(void)
+{
+    const char *v = getenv("FAULTSHIM_SECRET");
+
+    if (v != NULL && v[0] != '\0' && getenv("FAULTSHIM_REPORT") != NULL)
+        faultshim_secret_watch(v, strlen(v));
+}
+
+__attribute__((destructor)) static void secret_report(void)
+{
+    const char *path = getenv("FAULTSHIM_REPORT");
+    void *where[MAX_WHERE];
+    char line[512], exe[256];
+    unsigned long hits;
+    ssize_t len;
+    size_t k;
+    int fd, n;
+
+    if (path == NULL || atomic_load(&nsecrets) == 0)
+        return;
+    hits = faultshim_secret_hits(0, where, MAX_WHERE);
+    len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[len > 0 ? len : 0] = '\0';
+    /* Appended: every process that inherits the environment (a libtool
+     * wrapper's helpers, say) reports, one after the other. */
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    n = snprintf(line, sizeof(line), "%s hits %lu\n", exe, hits);
+    if (n > 0 && write(fd, line, (size_t)n) < 0)
+        goto out;
+    for (k = 0; k < MAX_WHERE && where[k] != NULL; k++) {
+        Dl_info info;
+
+        if (dladdr(where[k], &info) != 0 && info.dli_fname != NULL)
+            n = snprintf(line, sizeof(line), "freed-from %s+0x%lx (%s)\n",
+                         info.dli_sname != NULL ? info.dli_sname : "?",
+                         (unsigned long)((char *)where[k] -
+                                         (char *)(info.dli_sname != NULL ?
+                                                  info.dli_saddr :
+                                                  info.dli_fbase)),
+                         info.dli_fname);
+        else
+            n = snprintf(line, sizeof(line), "freed-from %p\n", where[k]);
+        if (n > 0 && write(fd, line, (size_t)n) < 0)
+            break;
+    }
+out:
+    close(fd);
+}
+
 EXPORT void *malloc(size_t n)
 {
     if (resolving)
@@ -214,6 +419,7 @@ EXPORT void *calloc(size_t m, size_t n)
 
 EXPORT void *realloc(void *p, size_t n)
 {
+    unsigned found, gen = 0;
     void *q;
 
     if (p != NULL && in_arena(p)) {
@@ -230,15 +436,25 @@ EXPORT void *realloc(void *p, size_t n)
         return NULL;
     if (real_realloc == NULL)
         resolve_alloc();
-    return real_realloc(p, n);
+    found = p != NULL ? scan_block(p, &gen) : 0;
+    q = real_realloc(p, n);
+    /* The old block went back to the allocator only if the data moved
+     * (or n was 0, which frees it). */
+    if (found != 0 && ((q != NULL && q != p) || n == 0))
+        record_hits(found, gen, __builtin_return_address(0));
+    return q;
 }
 
 EXPORT void free(void *p)
 {
+    unsigned found, gen = 0;
+
     if (p == NULL || in_arena(p))
         return;
     if (real_free == NULL)
         resolve_alloc();
+    found = scan_block(p, &gen);
+    record_hits(found, gen, __builtin_return_address(0));
     real_free(p);
 }
 

@@ -56,6 +56,19 @@ typedef struct faultshim_api {
     void (*thread_fail)(bool on);
     /* pthread_create calls failed so far. */
     unsigned long (*thread_failures)(void);
+    /* Secrets left in freed memory: from now on every block handed to
+     * free (or moved by realloc) is searched for these bytes (1 to 256
+     * of them, at most 4 secrets) just before the allocator gets it
+     * back.  False if the secret cannot be watched. */
+    bool (*secret_watch)(const void *secret, size_t n);
+    /* The calling thread's frees are not searched while on is true (the
+     * peer of a test reading its own user database, say). */
+    void (*secret_ignore_thread)(bool on);
+    /* How many freed blocks held secret i (in watch order); the return
+     * addresses of the first callers of free go to where[0..max). */
+    unsigned long (*secret_hits)(size_t i, void **where, size_t max);
+    /* Stops watching; the shim's copies of the secrets are wiped. */
+    void (*secret_clear)(void);
 } faultshim_api;
 
 /* Fills api from the preloaded shim; false (api untouched) when the shim
