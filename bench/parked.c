@@ -91,7 +91,8 @@ typedef struct wr {
     uint64_t   t_begin;
     double     lat_ms;
     sem_t     *done;          /* posted after the end, if not NULL */
-    atomic_size_t *left;      /* else counted down */
+    atomic_size_t *left;      /* else counted down, and the last one */
+    sem_t     *all_done;      /* posts this */
 } wr;
 
 static uint8_t g_msg[MSG];
@@ -106,8 +107,8 @@ static void write_cb(negstream_async *ar)
     w->lat_ms = (double)(bu_now_ns() - w->t_begin) / 1e6;
     if (w->done != NULL)
         sem_post(w->done);
-    else
-        atomic_fetch_sub(w->left, 1);
+    else if (atomic_fetch_sub(w->left, 1) == 1)
+        sem_post(w->all_done);
 }
 
 static void begin_write(wr *w)
@@ -441,12 +442,13 @@ static void one_run(result *res, size_t nwrites, size_t batch,
         w[i].s = g_srv[perm[i % g_n]];
         w[i].done = NULL;
         w[i].left = &left;
+        w[i].all_done = &done;
     }
     t0 = bu_now();
     for (i = 0; i < nwrites; i++)
         begin_write(&w[i]);
-    while (atomic_load(&left) > 0)
-        usleep(100);
+    while (sem_wait(&done) < 0 && errno == EINTR)
+        ;
     res->burst_all = (bu_now() - t0) * 1e3;
     track_threads(res);
     for (i = 0; i < nwrites; i++)

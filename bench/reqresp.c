@@ -45,6 +45,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +187,16 @@ typedef struct client_run {
     double    t_end;
 } client_run;
 
+/* Names the calling thread, for profilers ("perf report --comms"). */
+static void name_thread(const char *name)
+{
+#if defined(HAVE_PTHREAD_SETNAME_NP) && defined(__linux__)
+    pthread_setname_np(pthread_self(), name);
+#else
+    (void)name;
+#endif
+}
+
 static double thread_cpu(void)
 {
     struct timespec ts;
@@ -203,6 +214,7 @@ static void *client_main(void *arg)
     double cpu0 = thread_cpu();
     int ep, n, k;
 
+    name_thread("rr-client");
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (c == NULL || ep < 0)
         bu_die("reqresp: client: out of memory or epoll");
@@ -256,6 +268,7 @@ typedef struct lconn {
 } lconn;
 
 static atomic_size_t g_lib_left;
+static sem_t g_lib_done;        /* posted by the last chain's end */
 
 static void lib_read_cb(negstream_async *ar);
 
@@ -267,7 +280,8 @@ static void lib_write_cb(negstream_async *ar)
     if (negstream_end_write(x->s, ar, &err) < 0)
         bu_die("reqresp: lib: end_write: %s", err.message);
     if (x->round == x->rounds) {
-        atomic_fetch_sub(&g_lib_left, 1);
+        if (atomic_fetch_sub(&g_lib_left, 1) == 1)
+            sem_post(&g_lib_done);
         return;
     }
     if (negstream_begin_read(x->s, x->in, sizeof(x->in), 0, sizeof(x->in),
@@ -309,9 +323,10 @@ static void lib_serve(size_t nconn, size_t rounds)
                                   &err) == NULL)
             bu_die("reqresp: lib: greeting: %s", err.message);
     }
-    /* Every chain's last callback has run: its memory may go. */
-    while (atomic_load(&g_lib_left) > 0)
-        usleep(200);
+    /* Every chain's last callback has run: its memory may go.  (Not a
+     * polling loop: its wake-ups would be charged to the server.) */
+    while (sem_wait(&g_lib_done) < 0 && errno == EINTR)
+        ;
     free(c);
 }
 
@@ -358,6 +373,7 @@ static void *epoll_main(void *arg)
     size_t i, done = 0;
     int ep, n, k;
 
+    name_thread("rr-epoll");
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (c == NULL || ep < 0)
         bu_die("reqresp: epoll server: out of memory or epoll");
@@ -478,6 +494,7 @@ int main(int argc, char **argv)
     int only_v = -1;
 
     bu_report_begin("reqresp", argc, argv);
+    sem_init(&g_lib_done, 0, 0);
     g_msg_len = bu_env_size("BENCH_RR_BYTES", 64);
     if (g_msg_len < 1 || g_msg_len > MAX_MSG)
         bu_die("BENCH_RR_BYTES must be 1..%d", MAX_MSG);
