@@ -266,7 +266,8 @@ static void lib_issue(lstate *st)
     st->t_begin = bu_now_ns();
     if (negstream_begin_write(g_client[st->i], g_msg, MSG_SIZE, 0, MSG_SIZE,
                               lib_cb, st, &err) == NULL)
-        bu_die("begin_write: %s", err.message);
+        bu_die("begin_write: %s (%s)", err.message,
+               negstream_status_name(err.code));
 }
 
 static void lib_cb(negstream_async *ar)
@@ -334,7 +335,8 @@ static double run_lib_wait(void)
         ar = negstream_begin_write(g_client[0], g_msg, MSG_SIZE, 0, MSG_SIZE,
                                    NULL, NULL, &err);
         if (ar == NULL)
-            bu_die("begin_write: %s", err.message);
+            bu_die("begin_write: %s (%s)", err.message,
+               negstream_status_name(err.code));
         negstream_async_wait(ar, -1);
         record(tb);
         if (negstream_end_write(g_client[0], ar, &err) < 0)
