@@ -324,6 +324,28 @@ void tu_write_all(negstream *s, const void *buf, size_t n)
     ck_assert_msg(w == (ssize_t)n, "write of %zu failed: %s", n, e.message);
 }
 
+void tu_transfer(negstream *from, negstream *to, size_t n, uint32_t seed)
+{
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    tu_reader r;
+    negstream_error e;
+    ssize_t w;
+
+    ck_assert_ptr_nonnull(buf);
+    tu_fill(buf, n, seed);
+    tu_reader_start(&r, to, 100000, n + 1);
+    w = negstream_write(from, buf, n, 0, (ssize_t)n, &e);
+    ck_assert_msg(w == (ssize_t)n, "write of %zu: %s", n, e.message);
+    /* A one-byte sentinel: the reader stops at n + 1, and a 0-byte write
+     * must have added nothing in between. */
+    ck_assert_int_eq(negstream_write(from, "!", 1, 0, 1, &e), 1);
+    tu_reader_join(&r);
+    ck_assert_msg(r.rc == 0, "reader: %s", r.err.message);
+    ck_assert_uint_eq(r.got, n + 1);
+    ck_assert(r.hash == tu_fnv(tu_fnv(TU_FNV_INIT, buf, n), "!", 1));
+    free(buf);
+}
+
 /* The x86-64 and generic numbers of read, write, poll, writev, sendto,
  * recvfrom, sendmsg, recvmsg and ppoll, in /proc/self/task/TID/syscall
  * while the thread sleeps ('S' in its stat). */

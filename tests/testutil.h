@@ -110,6 +110,11 @@ void tu_zero_read_start(tu_zero_read *z, negstream *s);
 bool tu_zero_read_done(tu_zero_read *z);
 ssize_t tu_zero_read_join(tu_zero_read *z);
 
+/* Writes n deterministic bytes (seed) from one stream, then a one-byte
+ * sentinel, and checks by hash that a reader thread on the other got
+ * exactly those n + 1 bytes (a 0-byte write adds nothing in between). */
+void tu_transfer(negstream *from, negstream *to, size_t n, uint32_t seed);
+
 /* Reads exactly n bytes (looping), aborting the test on failure/EOF. */
 void tu_read_all(negstream *s, void *buf, size_t n);
 
