@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include "negstream.h"
 
-/* A connected TCP pair on 127.0.0.1: fds[0] the client end, fds[1] the
- * server end.  Aborts the test on failure. */
+/* A connected TCP pair on 127.0.0.1 (tcp_pair_open, tcppair.h): fds[0]
+ * the client end, fds[1] the server end.  Aborts the test on failure. */
 void tu_tcp_pair(int fds[2]);
 
 /* The raw fds of the last pair made by tu_auth_pair: [0] client end,
