@@ -3,11 +3,8 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +18,7 @@
 #include <unistd.h>
 
 #include "benchutil.h"
+#include "tcppair.h"
 
 uint64_t bu_now_ns(void)
 {
@@ -119,34 +117,15 @@ double bu_quantile(double *v, size_t n, double q)
 
 void bu_socket_pair(int fds[2], bool tcp)
 {
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-    int lst, one = 1;
+    const char *what;
 
     if (!tcp) {
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
             bu_die("socketpair: %s", strerror(errno));
         return;
     }
-    lst = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lst < 0)
-        bu_die("socket: %s", strerror(errno));
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(lst, (struct sockaddr *)&a, sizeof(a)) < 0
-        || listen(lst, 1) < 0
-        || getsockname(lst, (struct sockaddr *)&a, &alen) < 0)
-        bu_die("listen on 127.0.0.1: %s", strerror(errno));
-    fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&a, sizeof(a)) < 0)
-        bu_die("connect to 127.0.0.1: %s", strerror(errno));
-    fds[1] = accept4(lst, NULL, NULL, SOCK_CLOEXEC);
-    if (fds[1] < 0)
-        bu_die("accept: %s", strerror(errno));
-    setsockopt(fds[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fds[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    close(lst);
+    if (tcp_pair_open(fds, &what) < 0)
+        bu_die("%s on 127.0.0.1: %s", what, strerror(errno));
 }
 
 static const char *need_env(const char *name)
