@@ -436,9 +436,9 @@ START_TEST(version_bytes_ignored)
 }
 END_TEST
 
-/* The full NTLM exchange, relayed, as nns.md §3.4 traces it:
- * C in-progress(NEGOTIATE), S in-progress(CHALLENGE),
- * C done(AUTHENTICATE), S done(empty). */
+/* The full NTLM exchange, relayed: C in-progress(NEGOTIATE),
+ * S in-progress(CHALLENGE), C done(AUTHENTICATE), S done(empty), as
+ * negstream(7) (INTEROPERABILITY) traces raw NTLMSSP. */
 START_TEST(ntlm_message_sequence)
 {
     gu_side c, s;
