@@ -111,6 +111,8 @@ START_TEST(test_end_then_begin_racing_close)
         negstream_error e;
         pthread_t pump;
         chain x;
+        uint8_t out[16] = "sixteen bytes..";  /* not x.buf: the chain reads
+                                                 into that meanwhile */
         int left = GUARD_MS;
 
         memset(&x, 0, sizeof(x));
@@ -122,8 +124,8 @@ START_TEST(test_end_then_begin_racing_close)
                 c, x.buf, sizeof(x.buf), 0, sizeof(x.buf), chain_cb, &x,
                 &e));
             while (!atomic_load(&x.between) && left-- > 0)
-                ck_assert_int_gt(negstream_write(s, x.buf, sizeof(x.buf), 0,
-                                                 16, &e), 0);
+                ck_assert_int_gt(negstream_write(s, out, sizeof(out), 0,
+                                                 sizeof(out), &e), 0);
         } else {
             ck_assert_int_eq(pthread_create(&pump, NULL, pump_main, s), 0);
             ck_assert_ptr_nonnull(negstream_begin_write(
