@@ -721,9 +721,11 @@ end_locked_fail:
     op_finish(o, -1, &e);
 }
 
-int negstream__op_submit(negstream__op *o, negstream_error *err)
+negstream_async *negstream__op_submit(negstream__op *o,
+                                      negstream_error *err)
 {
     negstream *s = o->s;
+    negstream_async *ar = o->ar;    /* o lives in ar: see below */
     negstream_error e;
     int rc = -1;
 
@@ -757,13 +759,13 @@ int negstream__op_submit(negstream__op *o, negstream_error *err)
     }
     pthread_mutex_unlock(&s->mu);
     if (rc == 0)
-        return 0;       /* o, o->ar and err may be gone already */
+        return ar;      /* o, *ar and err may be gone already */
     /* Never published: nobody else has the result.  No callback. */
     negstream__op_free_auth(o);
-    negstream__async_discard(o->ar);
+    negstream__async_discard(ar);
     negstream__stream_unref(s);
     negstream__err_copy(err, &e);
-    return -1;
+    return NULL;
 }
 
 /* ---- the synchronous driver --------------------------------------------- */

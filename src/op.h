@@ -80,11 +80,13 @@ ssize_t negstream__op_run_sync(negstream__op *o, negstream_error *err);
 
 /*
  * Publishes and queues an asynchronous operation whose pending flag is set
- * and whose result o->ar holds the stream reference.  Returns 0, or -1 with
- * err after undoing everything (pending flag cleared, reference dropped,
- * the result freed without a callback): begin_* then returns NULL.
+ * and whose result o->ar holds the stream reference.  Returns that result
+ * (read before queueing: o lives inside it and may be gone once a worker
+ * has run it), or NULL with err after undoing everything (pending flag
+ * cleared, reference dropped, the result freed without a callback).
  */
-int negstream__op_submit(negstream__op *o, negstream_error *err);
+negstream_async *negstream__op_submit(negstream__op *o,
+                                      negstream_error *err);
 
 /* negstream_close's part: settles every QUEUED or PARKED operation with
  * NEGSTREAM_E_DISPOSED (callbacks on a worker), wakes synchronous calls,
