@@ -1198,6 +1198,28 @@ static bool heimdal_krb5_reply_framed(const void *in, size_t in_len)
         return false;
     return end - p >= 2 && (p[0] == 0x02 || p[0] == 0x03) && p[1] == 0x00;
 }
+
+/* The same for a server's reply on 'g' that Heimdal would hand its krb5
+ * initiator: a krb5 reply, or the responseToken of a SPNEGO NegTokenResp
+ * (0xa1) that is not NTLM's.  True when Heimdal can be given 'in'. */
+static bool heimdal_reply_safe(const negstream__gss *g, const void *in,
+                               size_t in_len)
+{
+    const uint8_t *inner;
+    size_t inner_len;
+
+    if (g->is_server || g->ctx == GSS_C_NO_CONTEXT)
+        return true;
+    if (g->mech == NEGSTREAM__MECH_KERBEROS)
+        return heimdal_krb5_reply_framed(in, in_len);
+    if (g->mech != NEGSTREAM__MECH_NEGOTIATE || in == NULL || in_len == 0 ||
+        ((const uint8_t *)in)[0] != 0xa1 ||
+        !spnego_inner(in, in_len, &inner, &inner_len))
+        return true;    /* no responseToken: Heimdal's SPNEGO decides */
+    if (inner_len >= 8 && memcmp(inner, "NTLMSSP", 8) == 0)
+        return true;
+    return heimdal_krb5_reply_framed(inner, inner_len);
+}
 #endif
 
 int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
@@ -1219,12 +1241,13 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
     inb.value = (void *)in;
     inb.length = in_len;
 #ifdef NEGSTREAM_HEIMDAL
-    if (!g->is_server && !first_step && g->mech == NEGSTREAM__MECH_KERBEROS &&
-        !heimdal_krb5_reply_framed(in, in_len)) {
+    if (!heimdal_reply_safe(g, in, in_len)) {
         negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
-                           "processing the server's token: it is not a "
+                           "processing the server's token: it %s not a "
                            "Kerberos reply (a GSS-framed AP-REP or "
-                           "KRB-ERROR, %zu bytes)", in_len);
+                           "KRB-ERROR, %zu bytes)",
+                           g->mech == NEGSTREAM__MECH_KERBEROS ? "is" :
+                           "carries", in_len);
         return -1;
     }
 #endif
