@@ -1172,6 +1172,56 @@ gssapi:
     NEGSTREAM__TRACE("gss: wrap path: gssapi (%s)", why);
 }
 
+#ifdef NEGSTREAM_HEIMDAL
+/*
+ * Heimdal's krb5 initiator (repl_mutual in lib/gssapi/krb5/
+ * init_sec_context.c, 7.8 and master) hands krb5_rd_rep an uninitialised
+ * buffer when the server's reply is neither a framed AP-REP (token id
+ * 02 00) nor a framed KRB-ERROR (03 00) under the krb5 OID, and crashes.
+ * True when 'in' has that framing, i.e. when Heimdal can be given it.
+ */
+static bool heimdal_krb5_reply_framed(const void *in, size_t in_len)
+{
+    const uint8_t *p = in, *end, *c;
+    uint8_t tag;
+    size_t n;
+
+    if (in == NULL || in_len == 0)
+        return false;
+    end = p + in_len;
+    if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0x60 || p != end)
+        return false;
+    p = c;
+    end = c + n;
+    if (!der_tlv(&p, end, &tag, &c, &n) || tag != 0x06 ||
+        n != oid_krb5.length || memcmp(c, oid_krb5.elements, n) != 0)
+        return false;
+    return end - p >= 2 && (p[0] == 0x02 || p[0] == 0x03) && p[1] == 0x00;
+}
+
+/* The same for a server's reply on 'g' that Heimdal would hand its krb5
+ * initiator: a krb5 reply, or the responseToken of a SPNEGO NegTokenResp
+ * (0xa1) that is not NTLM's.  True when Heimdal can be given 'in'. */
+static bool heimdal_reply_safe(const negstream__gss *g, const void *in,
+                               size_t in_len)
+{
+    const uint8_t *inner;
+    size_t inner_len;
+
+    if (g->is_server || g->ctx == GSS_C_NO_CONTEXT)
+        return true;
+    if (g->mech == NEGSTREAM__MECH_KERBEROS)
+        return heimdal_krb5_reply_framed(in, in_len);
+    if (g->mech != NEGSTREAM__MECH_NEGOTIATE || in == NULL || in_len == 0 ||
+        ((const uint8_t *)in)[0] != 0xa1 ||
+        !spnego_inner(in, in_len, &inner, &inner_len))
+        return true;    /* no responseToken: Heimdal's SPNEGO decides */
+    if (inner_len >= 8 && memcmp(inner, "NTLMSSP", 8) == 0)
+        return true;
+    return heimdal_krb5_reply_framed(inner, inner_len);
+}
+#endif
+
 int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
                         gss_buffer_desc *out, negstream_error *err)
 {
@@ -1190,6 +1240,17 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
     }
     inb.value = (void *)in;
     inb.length = in_len;
+#ifdef NEGSTREAM_HEIMDAL
+    if (!heimdal_reply_safe(g, in, in_len)) {
+        negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
+                           "processing the server's token: it %s not a "
+                           "Kerberos reply (a GSS-framed AP-REP or "
+                           "KRB-ERROR, %zu bytes)",
+                           g->mech == NEGSTREAM__MECH_KERBEROS ? "is" :
+                           "carries", in_len);
+        return -1;
+    }
+#endif
     if (!g->is_server) {
         major = gss_init_sec_context(&minor, g->cred, &g->ctx, g->target,
                                      mech_oid(g->mech), g->req_flags, 0,

@@ -221,8 +221,10 @@ static void use_enctype(int et)
     ck_assert_int_eq(setenv("KRB5_CONFIG", env, 1), 0);
 }
 
-/* Handshake in memory through gss.c, then split each side in two. */
-static void session_open(session *ss, int et, bool spnego,
+/* Handshake in memory through gss.c, then split each side in two.
+ * False (after one SKIP line) when there is no OpenSSL side to compare:
+ * Heimdal gives no lucid context, so gss.c keeps the GSSAPI path. */
+static bool session_open(session *ss, int et, bool spnego,
                          negstream_protection prot)
 {
     negstream_client_options co;
@@ -272,6 +274,12 @@ static void session_open(session *ss, int et, bool spnego,
     negstream__gss_release(&ctok);
     negstream__gss_release(&stok);
     ck_assert(ss->c.complete && ss->s.complete);
+    if (tu_skip_under_heimdal("differential", et * 4 + (spnego ? 2 : 0) +
+                              (prot == NEGSTREAM_PROTECTION_SIGN ? 0 : 1),
+                              ss->c.cfx == NULL && ss->s.cfx == NULL,
+                              "no lucid context, so no OpenSSL CFX path "
+                              "to compare with the GSSAPI one"))
+        return false;
     ck_assert_msg(ss->c.cfx != NULL && ss->s.cfx != NULL,
                   "gss.c did not take the %s context over",
                   etype_names[et]);
@@ -289,6 +297,7 @@ static void session_open(session *ss, int et, bool spnego,
                      GSS_S_COMPLETE);
     ss->se.mit = import_ctx(&ex);
     gss_release_buffer(&tmp, &ex);
+    return true;
 }
 
 static void session_close(session *ss)
@@ -489,7 +498,10 @@ START_TEST(differential)
 
     if (_i & 1)
         prot = NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN;
-    session_open(&ss, et, spnego, prot);
+    if (!session_open(&ss, et, spnego, prot)) {
+        session_close(&ss);
+        return;
+    }
     /* the full set of changed tokens for EncryptAndSign (sealed and
      * integrity-only tokens), the small and boundary sizes for Sign */
     run_session(&ss, (_i & 1) != 0);
@@ -506,6 +518,10 @@ START_TEST(counts)
     printf("cfx_diff: %lu changed tokens compared, %lu of them accepted by "
            "both (RRC rotations by a multiple of the length)\n",
            flips_tried, accepted);
+    if (tu_skip_under_heimdal(__func__, 0, flips_tried == 0,
+                              "differential compared nothing (no lucid "
+                              "context)"))
+        return;
     ck_assert_uint_gt(flips_tried, quick() ? 10000 : 50000);
     ck_assert_uint_gt(accepted, 0);
 }

@@ -88,6 +88,35 @@ static void auth_ok(const negstream_client_options *co,
                   negstream_status_name(se.code), se.message);
 }
 
+/*
+ * Without gss_store_cred_into (Heimdal 7.8) storing is NOT_SUPPORTED:
+ * asserts that on 'ss' and prints one SKIP line for the rest of 'test'.
+ * False where storing exists (MIT).
+ */
+static bool store_unsupported(negstream *ss, const char *test, int i)
+{
+#if HAVE_GSS_STORE_CRED_INTO
+    (void)ss;
+    (void)test;
+    (void)i;
+    return false;
+#else
+    negstream_error e;
+
+    ck_assert_int_eq(negstream_store_delegated_credentials(
+                         ss, ccache_path("never-written"), &e), -1);
+    ck_assert_msg(e.code == NEGSTREAM_E_NOT_SUPPORTED &&
+                  strstr(e.message, "gss_store_cred_into") != NULL,
+                  "%s: %s", negstream_status_name(e.code), e.message);
+    ck_assert_int_ne(access(ccache_path("never-written") + 5, F_OK), 0);
+    printf("SKIP: %s (iteration %d): the rest stores delegated "
+           "credentials, which needs gss_store_cred_into (not in this "
+           "GSSAPI library)\n", test, i);
+    fflush(stdout);
+    return true;
+#endif
+}
+
 static void exchange(negstream *from, negstream *to)
 {
     char buf[5];
@@ -116,6 +145,12 @@ START_TEST(test_delegate_store_and_use)
     ck_assert_int_eq(negstream_impersonation_level(a_srv),
                      NEGSTREAM_IMPERSONATION_DELEGATION);
     ck_assert_str_eq(negstream_remote_identity(a_srv), tu_env("NEGTEST_USER"));
+    if (store_unsupported(a_srv, __func__, _i)) {
+        exchange(alice, a_srv);
+        negstream_close(alice);
+        negstream_close(a_srv);
+        return;
+    }
     ck_assert_msg(negstream_store_delegated_credentials(a_srv, stored,
                                                          &e) == 0,
                   "%s: %s", negstream_status_name(e.code), e.message);
@@ -173,6 +208,13 @@ START_TEST(test_not_forwardable)
     negstream_error ce, se, e;
     int fds[2];
 
+#if !HAVE_GSS_ACQUIRE_CRED_FROM
+    /* test_client_ccache_name asserts NOT_SUPPORTED for ccache_name */
+    printf("SKIP: %s: needs ccache_name, i.e. gss_acquire_cred_from (not "
+           "in this GSSAPI library)\n", __func__);
+    fflush(stdout);
+    return;
+#endif
     client_opts(&co, "kerberos", tu_env("NEGTEST_SPN"),
                 NEGSTREAM_IMPERSONATION_DELEGATION);
     co.ccache_name = nonforwardable_ccache();
@@ -217,6 +259,11 @@ START_TEST(test_refusal_releases_delegation)
     negstream_error ce, se;
     int fds[2];
 
+    /* (tests/bindings.krb asserts that Always is NOT_SUPPORTED there) */
+    if (tu_skip_under_heimdal(__func__, 0, true, "Extended Protection "
+                              "Always is not supported (no "
+                              "GSS_C_CHANNEL_BOUND_FLAG)"))
+        return;
     client_opts(&co, "kerberos", tu_env("NEGTEST_SPN"),
                 NEGSTREAM_IMPERSONATION_DELEGATION);
     server_opts(&so, NULL, NEGSTREAM_IMPERSONATION_IDENTIFICATION);
@@ -272,6 +319,11 @@ START_TEST(test_store_errors)
                          cs, ccache_path("x"), &e), -1);
     ck_assert_int_eq(e.code, NEGSTREAM_E_INVALID_OPERATION);
     ck_assert_msg(strstr(e.message, "client") != NULL, "%s", e.message);
+    if (store_unsupported(ss, __func__, 0)) {
+        negstream_close(cs);
+        negstream_close(ss);
+        return;
+    }
     /* A ccache that cannot be written: the delegated one stays usable. */
     ck_assert_int_eq(negstream_store_delegated_credentials(
                          ss, "FILE:/nonexistent-dir/negtest/cc", &e), -1);
@@ -330,6 +382,25 @@ START_TEST(test_client_ccache_name)
                 NEGSTREAM_IMPERSONATION_IDENTIFICATION);
     co.ccache_name = default_cc;
     server_opts(&so, NULL, NEGSTREAM_IMPERSONATION_IDENTIFICATION);
+#if !HAVE_GSS_ACQUIRE_CRED_FROM
+    /* refused before anything is acquired or sent; the server hears
+     * that the client failed (0x80090304) */
+    tu_tcp_pair(fds);
+    ck_assert(!tu_auth_fds(fds[0], fds[1], false, &co, &so, &cs, &ss, &ce,
+                           &se));
+    ck_assert_msg(ce.code == NEGSTREAM_E_NOT_SUPPORTED &&
+                  strstr(ce.message, "gss_acquire_cred_from") != NULL,
+                  "%s: %s", negstream_status_name(ce.code), ce.message);
+    ck_assert_int_eq(se.code, NEGSTREAM_E_AUTHENTICATION);
+    negstream_close(cs);
+    negstream_close(ss);
+    restore_default_credentials();
+    printf("SKIP: %s (iteration %d): ccache_name needs "
+           "gss_acquire_cred_from (not in this GSSAPI library)\n", __func__,
+           _i);
+    fflush(stdout);
+    return;
+#endif
     auth_ok(&co, &so, &cs, &ss);
     ck_assert_str_eq(negstream_remote_identity(ss), tu_env("NEGTEST_USER"));
     ck_assert_str_eq(negstream_authentication_type(ss), "Kerberos");

@@ -105,6 +105,7 @@ START_TEST(bad_password_ntlm_after_kerberos)
     gu_side_done(&c);
     gu_side_done(&s);
 
+    TU_NEEDS_NTLM(true);
     gu_client_ntlm(&c, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
     c.co.password = "not-the-password";
     gu_server_default(&s, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);

@@ -331,6 +331,49 @@ START_TEST(client_garbage)
 END_TEST
 
 /*
+ * A well-formed SPNEGO NegTokenResp (accept-incomplete, krb5) whose
+ * responseToken is 110 bytes of garbage: refused as the server's token.
+ * (Heimdal 7.8's krb5 initiator read uninitialised memory on this,
+ * valgrind: krb5_rd_rep from repl_mutual; libnegstream now refuses it
+ * before Heimdal sees it.)
+ */
+START_TEST(client_spnego_garbage)
+{
+    static const uint8_t head[] = {
+        0xa1, 0x81, 0x87, 0x30, 0x81, 0x84,
+        0xa0, 0x03, 0x0a, 0x01, 0x01,
+        0xa1, 0x0b, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01,
+        0x02, 0x02,
+        0xa2, 0x70, 0x04, 0x6e
+    };
+    uint8_t tok[sizeof(head) + 110], hdr[5], *buf = malloc(65536);
+    gu_side c;
+    int fds[2];
+
+    ck_assert(buf != NULL);
+    memcpy(tok, head, sizeof(head));
+    memset(tok + sizeof(head), 0x41, 110);
+    gu_client_default(&c, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    c.co.mechanism = "negotiate";
+    start_against_raw(&c, fds, false);
+    ck_assert_int_gt(raw_recv_msg(fds[1], hdr, buf), 0);
+    raw_send_msg(fds[1], 0x16, tok, sizeof(tok));
+    /* the client says so (0x80090304) before failing */
+    ck_assert_int_eq(raw_recv_msg(fds[1], hdr, buf), 8);
+    ck_assert_int_eq(hdr[0], 0x15);
+    ck_assert(memcmp(buf, "\x04\x03\x09\x80\x80\x09\x03\x04", 8) == 0);
+    gu_side_join(&c);
+    gu_expect_code(&c, NEGSTREAM_E_AUTHENTICATION,
+                   "processing the server's token");
+    shutdown(c.fd, SHUT_WR);
+    ck_assert(raw_at_eof(fds[1]));
+    gu_side_done(&c);
+    close(fds[1]);
+    free(buf);
+}
+END_TEST
+
+/*
  * A relay between a real client and a real server that changes one
  * message: the server's final token (sent in done) is passed on in an
  * in-progress message, followed by an empty done.  The client completes
@@ -511,6 +554,7 @@ static Suite *wire_suite(void)
     tc = tcase_create("garbage");
     tcase_add_test(tc, server_garbage);
     tcase_add_test(tc, client_garbage);
+    tcase_add_test(tc, client_spnego_garbage);
     tcase_add_test(tc, client_in_progress_after_complete);
     tcase_add_test(tc, handshake_timeout);
     suite_add_tcase(su, tc);

@@ -183,6 +183,48 @@ static void report(size_t i, const char *what, unsigned long hits,
     snprintf(out + len, cap - len, "; ");
 }
 
+/*
+ * Heimdal 7.8 frees copies of what it is given unwiped: the password
+ * (strndup'd in _gsskrb5_acquire_cred_ext, libgssapi.so.3) and the
+ * plaintext (krb5 crypto's scratch copy in libkrb5.so.26; the CFX MIC's
+ * in libgssapi.so.3).  True when every one of the 'hits' frees of secret i
+ * was made by a Heimdal library (and all were recorded: at most 8), i.e.
+ * none by libnegstream or the test.  Always false for MIT builds.
+ */
+static bool only_heimdal_freed(size_t i, unsigned long hits)
+{
+#ifdef NEGSTREAM_HEIMDAL
+    static const char *const libs[] = {
+        "/libgssapi.so.3", "/libkrb5.so.26", "/libhcrypto.so.5",
+        "/libasn1.so.8", "/libroken.so.19", "/libheimbase.so.1"
+    };
+    void *where[8];
+    size_t k, j;
+
+    if (hits > 8)
+        return false;
+    shim.secret_hits(i, where, 8);
+    for (k = 0; k < hits; k++) {
+        Dl_info info;
+        bool heimdal = false;
+
+        if (where[k] == NULL || dladdr(where[k], &info) == 0 ||
+            info.dli_fname == NULL)
+            return false;
+        for (j = 0; j < sizeof(libs) / sizeof(libs[0]); j++)
+            if (strstr(info.dli_fname, libs[j]) != NULL)
+                heimdal = true;
+        if (!heimdal)
+            return false;
+    }
+    return true;
+#else
+    (void)i;
+    (void)hits;
+    return false;
+#endif
+}
+
 START_TEST(test_nothing_left_in_freed_memory)
 {
     const scase *sc = &cases[_i];
@@ -201,6 +243,7 @@ START_TEST(test_nothing_left_in_freed_memory)
     int fds[2];
     size_t i;
 
+    TU_NEEDS_NTLM(sc->ntlm);
     ck_assert_msg(faultshim_load(&shim),
                   "the fault shim is not preloaded: run this program through "
                   "tests/fault/secrets.krb (LD_PRELOAD=.../libfaultshim.so)");
@@ -263,6 +306,13 @@ START_TEST(test_nothing_left_in_freed_memory)
     for (i = 0; i < 3; i++)
         hits[i] = shim.secret_hits(i, NULL, 0);
     msg[0] = '\0';
+    for (i = 0; i < 3; i++)
+        if (hits[i] > 0 && only_heimdal_freed(i, hits[i])) {
+            printf("SKIP: %s: %s in %lu block(s) freed unwiped by "
+                   "Heimdal's own libraries (not libnegstream's); this "
+                   "build uses Heimdal\n", sc->name, names[i], hits[i]);
+            hits[i] = 0;
+        }
     for (i = 0; i < 3; i++)
         if (hits[i] > 0)
             report(i, names[i], hits[i], msg + strlen(msg),
