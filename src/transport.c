@@ -246,7 +246,7 @@ static void fd_close(negstream__transport *t)
 }
 
 static const negstream__transport_ops fd_ops = {
-    fd_recv, fd_send, fd_wait, fd_close
+    fd_recv, fd_send, fd_wait, fd_close, NULL
 };
 
 int negstream__transport_fd(negstream__transport *t, int fd,
@@ -257,6 +257,7 @@ int negstream__transport_fd(negstream__transport *t, int fd,
 
     memset(t, 0, sizeof(*t));
     t->fd = -1;
+    t->fd_out = -1;
     dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dup_fd < 0) {
         int e = errno;
