@@ -3,11 +3,8 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +18,7 @@
 #include <unistd.h>
 
 #include "benchutil.h"
+#include "tcppair.h"
 
 uint64_t bu_now_ns(void)
 {
@@ -119,34 +117,15 @@ double bu_quantile(double *v, size_t n, double q)
 
 void bu_socket_pair(int fds[2], bool tcp)
 {
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-    int lst, one = 1;
+    const char *what;
 
     if (!tcp) {
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
             bu_die("socketpair: %s", strerror(errno));
         return;
     }
-    lst = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lst < 0)
-        bu_die("socket: %s", strerror(errno));
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(lst, (struct sockaddr *)&a, sizeof(a)) < 0
-        || listen(lst, 1) < 0
-        || getsockname(lst, (struct sockaddr *)&a, &alen) < 0)
-        bu_die("listen on 127.0.0.1: %s", strerror(errno));
-    fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&a, sizeof(a)) < 0)
-        bu_die("connect to 127.0.0.1: %s", strerror(errno));
-    fds[1] = accept4(lst, NULL, NULL, SOCK_CLOEXEC);
-    if (fds[1] < 0)
-        bu_die("accept: %s", strerror(errno));
-    setsockopt(fds[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fds[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    close(lst);
+    if (tcp_pair_open(fds, &what) < 0)
+        bu_die("%s on 127.0.0.1: %s", what, strerror(errno));
 }
 
 static const char *need_env(const char *name)
@@ -227,6 +206,139 @@ void bu_pair(negstream_protection level, bool tcp, int fds[2],
     bu_socket_pair(fds, tcp);
     if (bu_auth_fds(fds, level, client, server) < 0)
         bu_die("cannot authenticate a %s pair", bu_level_name(level));
+}
+
+/* ---- many pairs at once ------------------------------------------------ */
+
+typedef struct bulk_side {
+    negstream       *s;
+    bool             server;
+    int              rc;
+    negstream_error  err;
+} bulk_side;
+
+static pthread_mutex_t g_bulk_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t  g_bulk_cv = PTHREAD_COND_INITIALIZER;
+static size_t          g_bulk_left;
+
+static void bulk_cb(negstream_async *ar)
+{
+    bulk_side *b = negstream_async_state(ar);
+
+    if (b->server)
+        b->rc = negstream_end_authenticate_as_server(b->s, ar, &b->err);
+    else
+        b->rc = negstream_end_authenticate_as_client(b->s, ar, &b->err);
+    pthread_mutex_lock(&g_bulk_mu);
+    if (--g_bulk_left == 0)
+        pthread_cond_signal(&g_bulk_cv);
+    pthread_mutex_unlock(&g_bulk_mu);
+}
+
+void bu_bulk_pairs(size_t n, size_t batch, negstream_protection level,
+                   bool tcp, bool client_keep_fd, negstream_pool *pool,
+                   negstream **client, negstream **server, int (*fds)[2])
+{
+    negstream_client_options co;
+    negstream_server_options so;
+    negstream_error err;
+    bulk_side *b;
+    size_t first, i, m;
+    int fd[2];
+
+    if (batch == 0 || batch > n)
+        batch = n;
+    b = calloc(2 * batch, sizeof(*b));
+    if (b == NULL)
+        bu_die("out of memory");
+    negstream_client_options_init(&co);
+    co.protection = level;
+    co.target_name = need_env("NEGTEST_SPN");
+    if (level == NEGSTREAM_PROTECTION_NONE) {
+        co.user = need_env("NEGTEST_NTLM_USER");
+        co.domain = need_env("NEGTEST_NTLM_DOMAIN");
+        co.password = need_env("NEGTEST_NTLM_PASSWORD");
+        co.mechanism = "ntlm";
+    }
+    negstream_server_options_init(&so);
+    so.protection = level;
+    for (first = 0; first < n; first += batch) {
+        m = n - first < batch ? n - first : batch;
+        g_bulk_left = 2 * m;
+        for (i = 0; i < m; i++) {
+            size_t k = first + i;
+
+            bu_socket_pair(fd, tcp);
+            client[k] = negstream_new(fd[0], client_keep_fd, &err);
+            if (client[k] == NULL)
+                bu_die("negstream_new: %s", err.message);
+            server[k] = negstream_new(fd[1], false, &err);
+            if (server[k] == NULL)
+                bu_die("negstream_new: %s", err.message);
+            if (pool != NULL
+                && (negstream_set_pool(client[k], pool, &err) < 0
+                    || negstream_set_pool(server[k], pool, &err) < 0))
+                bu_die("negstream_set_pool: %s", err.message);
+            if (fds != NULL) {
+                fds[k][0] = fd[0];
+                fds[k][1] = fd[1];
+            }
+            b[2 * i].s = server[k];
+            b[2 * i].server = true;
+            b[2 * i + 1].s = client[k];
+            b[2 * i + 1].server = false;
+            if (negstream_begin_authenticate_as_server(server[k], &so,
+                                                       bulk_cb, &b[2 * i],
+                                                       &err) == NULL
+                || negstream_begin_authenticate_as_client(client[k], &co,
+                                                          bulk_cb,
+                                                          &b[2 * i + 1],
+                                                          &err) == NULL)
+                bu_die("begin_authenticate: %s", err.message);
+        }
+        pthread_mutex_lock(&g_bulk_mu);
+        while (g_bulk_left > 0)
+            pthread_cond_wait(&g_bulk_cv, &g_bulk_mu);
+        pthread_mutex_unlock(&g_bulk_mu);
+        for (i = 0; i < 2 * m; i++)
+            if (b[i].rc < 0)
+                bu_die("authentication of pair %zu (%s side) failed: %s",
+                       first + i / 2, b[i].server ? "server" : "client",
+                       b[i].err.message);
+    }
+    free(b);
+}
+
+void bu_need_fds(size_t n, const char *what)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        bu_die("getrlimit: %s", strerror(errno));
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= n)
+        return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < n)
+        rl.rlim_max = n;            /* only root may raise it */
+    rl.rlim_cur = n;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        bu_die("%s needs %zu file descriptors and the limit cannot be "
+               "raised (%s): raise ulimit -n or lower the size", what, n,
+               strerror(errno));
+}
+
+int bu_process_threads(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    fclose(f);
+    return n;
 }
 
 const char *bu_level_name(negstream_protection level)
@@ -326,6 +438,7 @@ typedef struct row {
     char     group[48], name[96], unit[16];
     bu_stat  st;
     bool     is_ratio;
+    bool     is_max;     /* target is an upper bound */
     double   target;
     char     target_text[48];
 } row;
@@ -391,6 +504,18 @@ void bu_report_ratio(const char *name, bu_stat st, double target,
              target_text != NULL ? target_text : "");
 }
 
+void bu_report_max(const char *group, const char *name, const char *unit,
+                   bu_stat st, double max, const char *target_text)
+{
+    row *r = new_row(group, name, unit);
+
+    r->st = st;
+    r->is_max = true;
+    r->target = max;
+    snprintf(r->target_text, sizeof(r->target_text), "%s",
+             target_text != NULL ? target_text : "");
+}
+
 void bu_report_note(const char *fmt, ...)
 {
     va_list ap;
@@ -418,11 +543,18 @@ static void json_str(const char *s)
     putchar('"');
 }
 
+static bool target_met(const row *r)
+{
+    return r->is_max ? r->st.med <= r->target : r->st.med >= r->target;
+}
+
 static const char *verdict(const row *r)
 {
+    if (r->is_max)
+        return target_met(r) ? "met" : "NOT met";
     if (!r->is_ratio || r->target <= 0)
         return "";
-    return r->st.med >= r->target ? "met" : "NOT met";
+    return target_met(r) ? "met" : "NOT met";
 }
 
 static void fmt_num(char *buf, size_t n, double v)
@@ -462,11 +594,12 @@ void bu_report_print(void)
             json_str(r->unit);
             printf(",\"median\":%.6g,\"min\":%.6g,\"max\":%.6g", r->st.med,
                    r->st.min, r->st.max);
-            if (r->is_ratio && r->target > 0) {
+            if ((r->is_ratio && r->target > 0) || r->is_max) {
                 printf(",\"target\":%g,\"target_text\":", r->target);
                 json_str(r->target_text);
-                printf(",\"met\":%s", r->st.med >= r->target ? "true"
-                                                              : "false");
+                printf(",\"at_most\":%s,\"met\":%s",
+                       r->is_max ? "true" : "false",
+                       target_met(r) ? "true" : "false");
             }
             putchar('}');
         }
@@ -491,8 +624,9 @@ void bu_report_print(void)
             printf("  %-58s %9s  [%s .. %s]  %s%s%s\n", r->name, med, mn, mx,
                    r->target_text, *r->target_text ? " " : "", verdict(r));
         else
-            printf("  %-14s %-43s %9s %-7s [%s .. %s]\n", r->group, r->name,
-                   med, r->unit, mn, mx);
+            printf("  %-14s %-43s %9s %-7s [%s .. %s]%s%s%s%s\n", r->group,
+                   r->name, med, r->unit, mn, mx, r->is_max ? "  " : "",
+                   r->target_text, r->is_max ? " " : "", verdict(r));
     }
     for (i = 0; i < rep.nnotes; i++)
         printf("  note: %s\n", rep.notes[i]);

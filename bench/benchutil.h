@@ -52,6 +52,26 @@ int bu_auth_fds(int fds[2], negstream_protection level, negstream **client,
 void bu_pair(negstream_protection level, bool tcp, int fds[2],
              negstream **client, negstream **server);
 
+/*
+ * n pairs authenticated at 'level' (as bu_auth_fds: EncryptAndSign via
+ * SPNEGO -> Kerberos, None via NTLM) asynchronously on both sides at once,
+ * 'batch' pairs at a time (0: all at once), every stream on pool (NULL:
+ * the default pool).  client[i]/server[i] get the streams, fds[i] (may be
+ * NULL) the fds; a client stream is made with leave_inner_open =
+ * client_keep_fd, so that it can be closed after authentication leaving a
+ * plain socket.  Fatal on any failure.
+ */
+void bu_bulk_pairs(size_t n, size_t batch, negstream_protection level,
+                   bool tcp, bool client_keep_fd, negstream_pool *pool,
+                   negstream **client, negstream **server, int (*fds)[2]);
+
+/* Raises RLIMIT_NOFILE (the hard limit too, if allowed) to at least n fds;
+ * fatal if that is not possible, naming 'what'. */
+void bu_need_fds(size_t n, const char *what);
+
+/* Threads of this process (from /proc/self/status), -1 if unknown. */
+int bu_process_threads(void);
+
 const char *bu_level_name(negstream_protection level);
 
 /* Resource usage of the process: current and peak RSS (KiB), CPU time
@@ -79,6 +99,10 @@ void bu_report_row(const char *group, const char *name, const char *unit,
 /* A ratio of two figures measured in the same runs; target <= 0: none. */
 void bu_report_ratio(const char *name, bu_stat st, double target,
                      const char *target_text);
+/* A figure with an upper bound (target_text e.g. "target <= 5 ms"); the
+ * verdict compares the median with max. */
+void bu_report_max(const char *group, const char *name, const char *unit,
+                   bu_stat st, double max, const char *target_text);
 /* Free-form note printed under the table (and in the JSON). */
 void bu_report_note(const char *fmt, ...) __attribute__((format(printf, 1,
                                                                 2)));

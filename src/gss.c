@@ -372,8 +372,8 @@ static bool channel_bound(const negstream__gss *g)
 
 /* ---- client ------------------------------------------------------------ */
 
-/* Asks MIT not to add CONF/INTEG by itself (nns.md §0).  A mechanism that
- * does not know the option (NTLM) is no reason to fail. */
+/* Asks MIT not to add CONF/INTEG by itself: Sign stays sign-only.  A
+ * mechanism that does not know the option (NTLM) is no reason to fail. */
 static void set_no_ci_flags(gss_cred_id_t cred)
 {
 #if HAVE_GSS_SET_CRED_OPTION && HAVE_DECL_GSS_KRB5_CRED_NO_CI_FLAGS_X
@@ -1304,7 +1304,7 @@ static negstream_protection achieved_level(const negstream__gss *g)
 }
 
 /*
- * nns.md §3 / dotnet-behaviour.md §5.6, in .NET's order: Extended
+ * The outcome check (negstream(7), CONCEPTS), in .NET's order: Extended
  * Protection first (where .NET checks the service name, and where SSPI
  * refuses missing bindings), server impersonation, the protection level
  * (both roles), then our own additions: the server's explicit mechanism
@@ -1514,8 +1514,9 @@ static bool conf_granted(const negstream__gss *g)
     return (g->ret_flags & GSS_C_CONF_FLAG) != 0;
 }
 
-/* .NET's layout for NTLM without confidentiality (dotnet-behaviour.md
- * §5.4): the 16-byte signature from gss_get_mic, then the plaintext. */
+/* .NET's layout for NTLM without confidentiality (negstream(7),
+ * INTEROPERABILITY): the 16-byte signature from gss_get_mic, then the
+ * plaintext. */
 static ssize_t wrap_mic(negstream__gss *g, const void *in, size_t len,
                         uint8_t *out, size_t cap, negstream_error *err)
 {

@@ -1,6 +1,6 @@
 /*
- * handshake.c - the [MS-NNS] handshake (nns.md section 1,
- * dotnet-behaviour.md section 3) as a resumable state machine.
+ * handshake.c - the [MS-NNS] handshake (negstream(7), WIRE FORMAT) as a
+ * resumable state machine.
  *
  * Client: sends first (in-progress), then alternates.  When its context
  * completes and the outcome check passes, its last token (if any) goes in

@@ -570,6 +570,7 @@ negstream_async *negstream_begin_write(negstream *s, const void *buffer,
                                        void *state, negstream_error *err)
 {
     negstream__op *o;
+    negstream_async *ar;
 
     if (begin_rw_checks(s, NEGSTREAM__OP_WRITE, buffer, buffer_len, offset,
                         count, err) < 0)
@@ -579,7 +580,8 @@ negstream_async *negstream_begin_write(negstream *s, const void *buffer,
         return NULL;
     o->wdata = (const uint8_t *)buffer + offset;
     o->count = (size_t)count;
-    return negstream__op_submit(o, err) < 0 ? NULL : o->ar;
+    ar = o->ar;     /* o lives in ar: once submitted it may be gone */
+    return negstream__op_submit(o, err) < 0 ? NULL : ar;
 }
 
 negstream_async *negstream_begin_read(negstream *s, void *buffer,
@@ -588,6 +590,7 @@ negstream_async *negstream_begin_read(negstream *s, void *buffer,
                                       void *state, negstream_error *err)
 {
     negstream__op *o;
+    negstream_async *ar;
 
     if (begin_rw_checks(s, NEGSTREAM__OP_READ, buffer, buffer_len, offset,
                         count, err) < 0)
@@ -597,7 +600,8 @@ negstream_async *negstream_begin_read(negstream *s, void *buffer,
         return NULL;
     o->rdata = (uint8_t *)buffer + offset;
     o->count = (size_t)count;
-    return negstream__op_submit(o, err) < 0 ? NULL : o->ar;
+    ar = o->ar;     /* o lives in ar: once submitted it may be gone */
+    return negstream__op_submit(o, err) < 0 ? NULL : ar;
 }
 
 /* ---- authentication ---------------------------------------------------- */
@@ -780,6 +784,7 @@ static negstream_async *begin_auth(negstream *s, int kind,
     negstream_client_options cco;
     negstream_server_options sso;
     negstream__op *o;
+    negstream_async *ar;
     int rc;
 
     if (auth_checks(s, co, so, &cco, &sso, err) < 0)
@@ -800,7 +805,8 @@ static negstream_async *begin_auth(negstream *s, int kind,
         auth_undo(s);
         return NULL;
     }
-    return negstream__op_submit(o, err) < 0 ? NULL : o->ar;
+    ar = o->ar;     /* o lives in ar: once submitted it may be gone */
+    return negstream__op_submit(o, err) < 0 ? NULL : ar;
 }
 
 int negstream_authenticate_as_client(negstream *s,

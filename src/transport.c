@@ -3,7 +3,7 @@
  * receive on a duplicate of the caller's fd, the send-all helper, and the
  * one place a synchronous call blocks the calling thread (poll).
  *
- * What every call handles (STYLE.md 4.8-4.9):
+ * What every call handles:
  *  - Never blocking: sockets get MSG_DONTWAIT per call (the fd's own
  *    O_NONBLOCK flag is the application's and is never changed); other
  *    fds (pipes, ttys) are polled with a zero timeout first, then read

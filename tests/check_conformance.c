@@ -1,15 +1,16 @@
 /*
  * check_conformance.c - the parts of .NET's own NegotiateStream tests
- * (shared/spec/dotnet-behaviour.md section 10) that the other suites did
- * not cover yet, ported to the C API: the read/write shapes of the
- * stream-to-stream and stream conformance tests in every mode (sync,
- * begin/wait/end, callback), zero-byte reads and writes, end of stream,
- * concurrent reads, invalid end_* calls, the order of the argument and
- * state errors (dotnet-behaviour.md section 6), every call after close,
- * the inner socket after close, an echo server, and authentication
- * outcomes through the public API.  tests/DOTNET-CONFORMANCE.md maps
- * every checklist item to its test.  Run under tests/kdc/with-realm
- * (tests/conformance.krb).
+ * (dotnet/runtime's System.Net.Security tests; the checklist is
+ * tests/DOTNET-CONFORMANCE.md) that the other suites did not cover yet,
+ * ported to the C API: the read/write shapes of the stream-to-stream and
+ * stream conformance tests in every mode (sync, begin/wait/end,
+ * callback), zero-byte reads and writes, end of stream, concurrent reads,
+ * invalid end_* calls, the order of the argument and state errors
+ * (.NET's: arguments first, then closed, failed, not authenticated,
+ * pending), every call after close, the inner socket after close, an echo
+ * server, and authentication outcomes through the public API.
+ * tests/DOTNET-CONFORMANCE.md maps every checklist item to its test.  Run
+ * under tests/kdc/with-realm (tests/conformance.krb).
  */
 #include "config.h"
 
@@ -760,7 +761,7 @@ START_TEST(test_begin_argument_validation)
 }
 END_TEST
 
-/* ---- the order of the errors (dotnet-behaviour.md 6.1-6.3) -------------- */
+/* ---- the order of the errors, as .NET checks them ----------------------- */
 
 /*
  * For read, write, begin_read and begin_write on s: a NULL buffer is

@@ -78,7 +78,7 @@ END_TEST
 
 START_TEST(hs_header_wire_bytes)
 {
-    /* nns.md section 1: id, major 1, minor 0, big-endian size. */
+    /* negstream(7), WIRE FORMAT: id, major 1, minor 0, big-endian size. */
     static const uint8_t in_progress_258[] = { 0x16, 0x01, 0x00, 0x01, 0x02 };
     static const uint8_t done_0[] = { 0x14, 0x01, 0x00, 0x00, 0x00 };
     static const uint8_t error_8[] = { 0x15, 0x01, 0x00, 0x00, 0x08 };

@@ -20,9 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -38,6 +35,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "tcppair.h"
 #include "transport.h"
 #include "util.h"
 #include "wake.h"
@@ -116,30 +114,6 @@ enum { KIND_SOCK, KIND_PIPE, KIND_TCP, KINDS };
 
 static const char *const kind_name[] = { "socketpair", "pipe", "tcp" };
 
-/* A connected TCP pair on 127.0.0.1: fds[0] client, fds[1] server. */
-static void tcp_pair(int fds[2])
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-
-    ck_assert_int_ge(lfd, 0);
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(listen(lfd, 1), 0);
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
-    fds[0] = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fds[0], 0);
-    ck_assert_int_eq(connect(fds[0], (struct sockaddr *)&a, sizeof(a)), 0);
-    fds[1] = accept(lfd, NULL, NULL);
-    ck_assert_int_ge(fds[1], 0);
-    close(lfd);
-    setsockopt(fds[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
 /* A connected pair of 'kind', blocking: *wfd is written, *rfd read (for a
  * pipe, the write and read ends). */
 static void make_pair(int kind, int *wfd, int *rfd)
@@ -150,8 +124,12 @@ static void make_pair(int kind, int *wfd, int *rfd)
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
     else if (kind == KIND_PIPE)
         ck_assert_int_eq(pipe(fds), 0);
-    else
-        tcp_pair(fds);
+    else {
+        const char *what;
+
+        ck_assert_msg(tcp_pair_open(fds, &what) == 0, "%s on 127.0.0.1: %s",
+                      what, strerror(errno));
+    }
     if (kind == KIND_PIPE)
         *wfd = fds[1], *rfd = fds[0];
     else

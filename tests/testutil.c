@@ -3,11 +3,8 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,33 +12,17 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "tcppair.h"
 #include "testutil.h"
 
 __thread int tu_fds[2] = { -1, -1 };
 
 void tu_tcp_pair(int fds[2])
 {
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-    int lst, one = 1;
+    const char *what;
 
-    lst = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(lst, 0);
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    ck_assert_int_eq(bind(lst, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(listen(lst, 1), 0);
-    ck_assert_int_eq(getsockname(lst, (struct sockaddr *)&a, &alen), 0);
-    fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fds[0], 0);
-    ck_assert_int_eq(connect(fds[0], (struct sockaddr *)&a, sizeof(a)), 0);
-    fds[1] = accept4(lst, NULL, NULL, SOCK_CLOEXEC);
-    ck_assert_int_ge(fds[1], 0);
-    setsockopt(fds[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fds[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    close(lst);
+    ck_assert_msg(tcp_pair_open(fds, &what) == 0, "%s on 127.0.0.1: %s",
+                  what, strerror(errno));
 }
 
 const char *tu_env(const char *name)
@@ -322,6 +303,28 @@ void tu_write_all(negstream *s, const void *buf, size_t n)
     ssize_t w = negstream_write(s, buf, n, 0, (ssize_t)n, &e);
 
     ck_assert_msg(w == (ssize_t)n, "write of %zu failed: %s", n, e.message);
+}
+
+void tu_transfer(negstream *from, negstream *to, size_t n, uint32_t seed)
+{
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    tu_reader r;
+    negstream_error e;
+    ssize_t w;
+
+    ck_assert_ptr_nonnull(buf);
+    tu_fill(buf, n, seed);
+    tu_reader_start(&r, to, 100000, n + 1);
+    w = negstream_write(from, buf, n, 0, (ssize_t)n, &e);
+    ck_assert_msg(w == (ssize_t)n, "write of %zu: %s", n, e.message);
+    /* A one-byte sentinel: the reader stops at n + 1, and a 0-byte write
+     * must have added nothing in between. */
+    ck_assert_int_eq(negstream_write(from, "!", 1, 0, 1, &e), 1);
+    tu_reader_join(&r);
+    ck_assert_msg(r.rc == 0, "reader: %s", r.err.message);
+    ck_assert_uint_eq(r.got, n + 1);
+    ck_assert(r.hash == tu_fnv(tu_fnv(TU_FNV_INIT, buf, n), "!", 1));
+    free(buf);
 }
 
 /* The x86-64 and generic numbers of read, write, poll, writev, sendto,

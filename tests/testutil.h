@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include "negstream.h"
 
-/* A connected TCP pair on 127.0.0.1: fds[0] the client end, fds[1] the
- * server end.  Aborts the test on failure. */
+/* A connected TCP pair on 127.0.0.1 (tcp_pair_open, tcppair.h): fds[0]
+ * the client end, fds[1] the server end.  Aborts the test on failure. */
 void tu_tcp_pair(int fds[2]);
 
 /* The raw fds of the last pair made by tu_auth_pair: [0] client end,
@@ -109,6 +109,11 @@ typedef struct tu_zero_read {
 void tu_zero_read_start(tu_zero_read *z, negstream *s);
 bool tu_zero_read_done(tu_zero_read *z);
 ssize_t tu_zero_read_join(tu_zero_read *z);
+
+/* Writes n deterministic bytes (seed) from one stream, then a one-byte
+ * sentinel, and checks by hash that a reader thread on the other got
+ * exactly those n + 1 bytes (a 0-byte write adds nothing in between). */
+void tu_transfer(negstream *from, negstream *to, size_t n, uint32_t seed);
 
 /* Reads exactly n bytes (looping), aborting the test on failure/EOF. */
 void tu_read_all(negstream *s, void *buf, size_t n);

@@ -4,9 +4,9 @@
  * into error messages and NEGSTREAM_TRACE output.
  *
  * Runs under tests/kdc/with-realm (tests/fault/proxy.krb).  What
- * tests/check_stream.c already covers by injecting bytes on a raw socket
- * (a bad first frame, bad lengths at the start, a first frame tampered,
- * replayed or reordered, the first frame's confidentiality) is not
+ * tests/check_stream_wire.c already covers by injecting bytes on a raw
+ * socket (a bad first frame, bad lengths at the start, a first frame
+ * tampered, replayed or reordered, the first frame's confidentiality) is not
  * repeated; here the faults hit the handshake, the middle of a stream
  * and the frames after good ones.
  */

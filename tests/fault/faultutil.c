@@ -13,25 +13,6 @@
 #include "faultutil.h"
 #include "shim.h"
 
-#if defined(__has_feature)
-# if __has_feature(address_sanitizer)
-#  define FAULT_ASAN 1
-# endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(FAULT_ASAN)
-/* The process-wide allocations of OpenSSL (fetched by gss-ntlmssp, which
- * SPNEGO loads), gss-ntlmssp's acceptor name and MIT krb5 1.20's failed
- * acceptor principal, as tests/check_gss.c explains; a leak of ours
- * would show up in libnegstream or libgssapi_krb5 frames instead. */
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcrypto.so\n"
-           "leak:gssntlmssp.so\n"
-           "leak:krb5_build_principal_alloc_va\n";
-}
-#endif
-
 struct server_arg {
     negstream            *s;
     int                   fd;

@@ -54,23 +54,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-#if defined(__has_feature)
-# if __has_feature(address_sanitizer)
-#  define FUZZ_ASAN 1
-# endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(FUZZ_ASAN)
-/* MIT krb5, gss-ntlmssp and OpenSSL keep process-wide allocations (the
- * one-time authentication of the set-up makes them); see check_gss.c. */
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcrypto.so\n"
-           "leak:gssntlmssp.so\n"
-           "leak:krb5_build_principal_alloc_va\n";
-}
-#endif
-
 #define CHECK(cond)                                                       \
     do {                                                                  \
         if (!(cond)) {                                                    \

@@ -15,7 +15,8 @@
  * piece, at most what want asked for, as a non-blocking recv), with feed
  * (the copying path) on the same pieces shifted by one, and with feed on
  * the whole stream at once.  A plain, non-resumable parser written here
- * from nns.md, on the whole buffer, says what must come out.
+ * from negstream(7) (WIRE FORMAT), on the whole buffer, says what must
+ * come out.
  *
  * Checked promises (a broken one aborts, reported as a crash):
  *  - every path delivers the plain parser's messages, in order, with the
@@ -84,9 +85,10 @@ static negstream__reasm_kind next_kind(negstream__reasm_kind kind,
     return kind;
 }
 
-/* nns.md, read whole: a data frame is a 4-byte little-endian length
- * (5..65536) and the token; a handshake message is id (0x14, 0x15, 0x16),
- * major, minor, a 2-byte big-endian size and the payload. */
+/* negstream(7), WIRE FORMAT, read whole: a data frame is a 4-byte
+ * little-endian length (5..65536) and the token; a handshake message is
+ * id (0x14, 0x15, 0x16), major, minor, a 2-byte big-endian size and the
+ * payload. */
 static void plain_parse(const uint8_t *s, size_t n,
                         negstream__reasm_kind kind, plain *pl)
 {

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """nns_acceptor.py: a minimal, independent [MS-NNS] acceptor (server side).
 
-Written straight from /work/shared/spec/nns.md (sections cited as "nns §N")
-on Debian's python3-gssapi, so that libnegstream and .NET can each be checked
+Written straight from the wire format, as negstream(7) describes it (WIRE
+FORMAT: "Handshake messages" and "Data"; CONCEPTS: "Protection levels"), on
+Debian's python3-gssapi, so that libnegstream and .NET can each be checked
 against a third implementation.  Run it with /usr/bin/python3: the gssapi
 module is Debian's.
 
@@ -24,14 +25,14 @@ import time
 import gssapi
 from gssapi.raw import GSSError
 
-# nns §1: handshake message ids and version.
+# Handshake messages: ids and version.
 MSG_DONE, MSG_ERROR, MSG_IN_PROGRESS = 0x14, 0x15, 0x16
 MAJOR, MINOR = 1, 0
-# nns §1 error codes (Windows status values) we send.
+# Handshake messages: the error codes (Windows status values) we send.
 ERROR_TRUST_FAILURE = 1790            # required level not met
 SEC_E_LOGON_DENIED = 0x8009030C
 SEC_E_INTERNAL_ERROR = 0x80090304
-# nns §2: plaintext chunk size and accepted frame lengths.
+# Data: plaintext chunk size and accepted frame lengths.
 MAX_CHUNK = 64512
 MIN_FRAME, MAX_FRAME = 5, 65536
 
@@ -53,8 +54,8 @@ def fnv1a64(chunks):
 
 
 def gss_status(e):
-    """nns §1: the failing security status goes to the peer; a bad or
-    missing credential becomes 'logon denied' (.NET maps it to
+    """The failing security status goes to the peer; a bad or missing
+    credential becomes 'logon denied' (.NET maps it to
     InvalidCredentialException), anything else a generic internal error."""
     routine = (e.maj_code >> 16) & 0xFF
     # GSS_S_NO_CRED 7, GSS_S_DEFECTIVE_CREDENTIAL 10, GSS_S_CREDENTIALS_EXPIRED 11
@@ -87,21 +88,22 @@ class Acceptor:
         self.result = {}
         self.hs_log = []                   # handshake messages in order
 
-    # ---- nns §1: handshake ------------------------------------------------
+    # ---- handshake messages -------------------------------------------------
     def send_msg(self, msg_id, payload):
         self.hs_log.append("S%02x:%d" % (msg_id, len(payload)))
         self.sock.sendall(struct.pack(">BBBH", msg_id, MAJOR, MINOR,
                                       len(payload)) + payload)
 
     def send_error(self, code):
-        # nns §0/§1: 8-byte code, big-endian (little-endian only on request,
-        # to see what a .NET peer makes of it).
+        # An 8-byte code, big-endian as .NET Core 2.0 sends it
+        # (little-endian only on request, to see what a .NET peer makes of
+        # it).
         order = "<q" if self.args.error_le else ">q"
         self.send_msg(MSG_ERROR, struct.pack(order, code))
 
     def achieved_level(self):
-        # nns §3: EncryptAndSign if confidentiality granted, else Sign if
-        # integrity granted, else None.
+        # EncryptAndSign if confidentiality granted, else Sign if integrity
+        # granted, else None.
         flags = self.ctx.actual_flags
         if F.confidentiality in flags:
             return "EncryptAndSign"
@@ -125,7 +127,7 @@ class Acceptor:
                 self.result["first_tok"] = payload[:16].hex()
             self.hs_log.append("C%02x:%d" % (msg_id, size))
             if msg_id == MSG_ERROR:
-                # nns §1: 8-byte code; accept either byte order.
+                # An 8-byte code; accept either byte order.
                 if len(payload) < 8:
                     raise Failure("peer sent error message, short payload %s"
                                   % payload.hex())
@@ -147,7 +149,7 @@ class Acceptor:
                     raise Failure("done message left the context incomplete")
                 self.send_msg(MSG_IN_PROGRESS, out)
                 continue
-            # nns §3: outcome check, then the server ALWAYS sends done.
+            # The outcome check, then the server ALWAYS sends done.
             level = self.achieved_level()
             need = self.args.protection_required
             if LEVELS.index(level) < LEVELS.index(need):
@@ -160,14 +162,14 @@ class Acceptor:
             self.send_msg(MSG_DONE, out)
             return
 
-    # ---- nns §2: data -----------------------------------------------------
+    # ---- data ---------------------------------------------------------------
     def framed(self):
         return bool({F.integrity, F.confidentiality}
                     & set(self.ctx.actual_flags))
 
     def ntlm_sign(self):
-        # dotnet-behaviour.md §5.4: NTLM without confidentiality sends
-        # 16-byte MIC + plaintext instead of a wrap token.
+        # As .NET: NTLM without confidentiality sends a 16-byte MIC +
+        # plaintext instead of a wrap token.
         return (self.ctx.mech.dotted_form == NTLM_OID
                 and F.confidentiality not in self.ctx.actual_flags)
 
@@ -189,7 +191,7 @@ class Acceptor:
 
     def write(self, data):
         if not self.framed():
-            self.sock.sendall(data)                 # nns §2: None = raw
+            self.sock.sendall(data)                 # None: raw bytes
             return
         for off in range(0, len(data), MAX_CHUNK):  # a 0-byte write: nothing
             tok = self.protect(data[off:off + MAX_CHUNK])
@@ -213,7 +215,7 @@ class Acceptor:
             data = self.unprotect(body)
             if data:
                 return data
-            self.empty_frames += 1              # nns §2: skip empty frames
+            self.empty_frames += 1              # skip empty frames
 
     def sender(self, n):
         try:

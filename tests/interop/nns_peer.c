@@ -74,29 +74,6 @@
 
 #include "negstream.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-# define PEER_ASAN 1
-#elif defined(__has_feature)
-# if __has_feature(address_sanitizer)
-#  define PEER_ASAN 1
-# endif
-#endif
-
-#ifdef PEER_ASAN
-/* Leaks inside the GSSAPI libraries, not ours (the same list as
- * tests/check_gss.c, which says why): gss-ntlmssp's OpenSSL legacy
- * provider objects and acceptor name, and MIT krb5's principal on a failed
- * acceptor credential.  A GSS object we forgot to release would show as a
- * leak in libgssapi_krb5, which is not suppressed. */
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcrypto.so\n"
-           "leak:gssntlmssp.so\n"
-           "leak:krb5_build_principal_alloc_va\n";
-}
-#endif
-
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 #define READ_BUF (128 * 1024)

@@ -2,7 +2,8 @@
 # run-dotnet-vs-python.sh: a real .NET NegotiateStream client (NegClient.cs
 # on .NET Core 2.0) against the independent Python acceptor
 # (nns_acceptor.py), under a throwaway MIT realm.  Checks that they agree on
-# data and hashes, and that the wire looks the way spec/nns.md says.
+# data and hashes, and that the wire looks the way negstream(7) says
+# (WIRE FORMAT).
 #
 #   tests/interop/run-dotnet-vs-python.sh            (re-runs itself under
 #                                                     tests/kdc/with-realm)
@@ -158,13 +159,13 @@ expect krb "bytes" "$(get bytes "$AOUT")" $((SMALL + big + stream))
 expect krb "hash" "$(get hash "$COUT")" "$(get hash "$AOUT")"
 expect krb "acceptor mech" "$(get mech "$AOUT")" 1.2.840.113554.1.2.2
 expect krb "acceptor level" "$(get level "$AOUT")" EncryptAndSign
-# nns §1: client first, in-progress, version 1.0, BE size; SPNEGO token.
+# Client first, in-progress, version 1.0, BE size; SPNEGO token.
 hdr=$(get first_hdr "$AOUT")
 expect_match krb "first header" "$hdr" "160100????"
 tok=$(get first_tok "$AOUT")
 expect_match krb "first token is SPNEGO" "$tok" "60*06062b0601050502*"
 expect_match krb "handshake" "$(get handshake "$AOUT")" "C16:*,S14:*"
-# nns §2: 64513 bytes = one full chunk of 64512 + 1.
+# 64513 bytes = one full chunk of 64512 + 1.
 lens=$(get frame_lens "$AOUT")
 l0=${lens%%,*} rest=${lens#*,}
 l1=${rest%%,*} l2=${rest#*,}
@@ -247,7 +248,7 @@ session cerr "" "$spn" EncryptAndSign --user "$nuser" \
 expect cerr "client rc" "$CRC" 1
 expect cerr "acceptor rc" "$ARC" 1
 expect cerr "handshake" "$(get handshake "$AOUT")" "C15:8"
-# 8-byte big-endian E_FAIL (0x80004005), as nns §0 says .NET Core 2.0 sends.
+# 8-byte big-endian E_FAIL (0x80004005), what .NET Core 2.0 sends.
 expect_match cerr "error payload" "$(get error "$AOUT")" \
     "*0000000080004005*"
 verdict "dotnet-sends-error-big-endian"

@@ -3,8 +3,8 @@
 // dotnet/runtime), run by negpeer on an authenticated stream whose other
 // end is libnegstream (nns_peer, given the matching --writes/--recv/--delay
 // options by tests/interop/dotnet10.krb).  Written from the tests'
-// descriptions (tests/DOTNET-CONFORMANCE.md, dotnet-behaviour.md section
-// 10); each records what it saw as key=value pairs and fails the case
+// descriptions (tests/DOTNET-CONFORMANCE.md); each records what it saw as
+// key=value pairs and fails the case
 // (Result.Fail) when .NET's own assertion would fail.
 //
 // Copyright (c) 2026 the libnegstream authors.  MIT licence (COPYING).
