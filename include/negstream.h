@@ -116,8 +116,8 @@ NEGSTREAM_API void negstream_close(negstream *s);
  * read may need to write: OpenSSL's SSL_ERROR_WANT_READ/_WANT_WRITE).
  * read returns 1..len bytes or 0 at the end of the stream; write 1..len
  * bytes; -1 with any other errno is an I/O error (EINTR is retried).
- * After "would block" the same call is made again with the same buffer
- * and length.
+ * A write that said "would block" is made again with the same bytes and
+ * length (as SSL_write requires), unless the stream fails or closes.
  *
  * The structure grows as the option structures do: negstream_io_init()
  * first (it stamps struct_version), then the fields.  It is copied by

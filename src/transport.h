@@ -28,6 +28,7 @@
 #ifndef NEGSTREAM_TRANSPORT_H
 #define NEGSTREAM_TRANSPORT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -75,6 +76,22 @@ struct negstream__transport {
     bool  is_socket;      /* decided once, at creation */
     void *ctx;            /* other transports: their own state */
 };
+
+/*
+ * SIGPIPE around a write that cannot say MSG_NOSIGNAL (the fd transport
+ * on a pipe, a custom transport's functions): blocked in the calling
+ * thread only, and a SIGPIPE the write raised is consumed before the mask
+ * is restored (got_epipe: one may be pending; one that was pending before
+ * is left alone).  The process disposition is never touched.
+ */
+typedef struct negstream__sigpipe_guard {
+    sigset_t old;
+    bool     active, was_pending;
+} negstream__sigpipe_guard;
+
+void negstream__sigpipe_block(negstream__sigpipe_guard *g);
+void negstream__sigpipe_restore(negstream__sigpipe_guard *g,
+                                bool got_epipe);
 
 /*
  * The fd transport on a duplicate of fd (F_DUPFD_CLOEXEC).  Returns 0, or

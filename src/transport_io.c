@@ -29,6 +29,11 @@
  *    transport did (more bytes than asked, 0 from a write, a return value
  *    that is none of the documented ones), never a crash or a spin.
  *  - EINTR is retried.
+ *  - SIGPIPE: the application's functions may write to a socket or pipe
+ *    without MSG_NOSIGNAL (OpenSSL's socket BIO writes with write(2), and
+ *    SSL_read may write too), so each call runs with SIGPIPE blocked in
+ *    the calling thread and a SIGPIPE it raised is consumed, as for the
+ *    fd transport's pipes (transport.c): the library raises none.
  */
 #include "config.h"
 
@@ -56,16 +61,20 @@ typedef struct io_state {
     short           want[2];    /* per direction: POLLIN or POLLOUT */
 } io_state;
 
-static void io_lock(io_state *st)
+/* Before and after each call of the application's read, write or
+ * shutdown: the lock (unless CONCURRENT) and SIGPIPE blocked. */
+static void io_enter(io_state *st, negstream__sigpipe_guard *g)
 {
+    negstream__sigpipe_block(g);
     if (st->serial)
         pthread_mutex_lock(&st->mu);
 }
 
-static void io_unlock(io_state *st)
+static void io_leave(io_state *st, negstream__sigpipe_guard *g)
 {
     if (st->serial)
         pthread_mutex_unlock(&st->mu);
+    negstream__sigpipe_restore(g, true);
 }
 
 /*
@@ -121,17 +130,18 @@ static ssize_t io_recv(negstream__transport *t, void *buf, size_t n,
                        negstream_error *err)
 {
     io_state *st = t->ctx;
+    negstream__sigpipe_guard g;
     ssize_t r;
     int e;
 
     if (n > SSIZE_MAX)
         n = SSIZE_MAX;
     do {
-        io_lock(st);
+        io_enter(st, &g);
         errno = 0;
         r = st->io.read(st->ctx, buf, n);
         e = errno;
-        io_unlock(st);
+        io_leave(st, &g);
     } while (r == -1 && e == EINTR);
     return io_result(st, NEGSTREAM__DIR_READ, r, e, n, err);
 }
@@ -144,6 +154,7 @@ static ssize_t io_send(negstream__transport *t, const struct iovec *iov,
                        int cnt, negstream_error *err)
 {
     io_state *st = t->ctx;
+    negstream__sigpipe_guard g;
     size_t n;
     ssize_t r;
     int e, i = 0;
@@ -154,11 +165,11 @@ static ssize_t io_send(negstream__transport *t, const struct iovec *iov,
     if (n > SSIZE_MAX)
         n = SSIZE_MAX;
     do {
-        io_lock(st);
+        io_enter(st, &g);
         errno = 0;
         r = st->io.write(st->ctx, iov[i].iov_base, n);
         e = errno;
-        io_unlock(st);
+        io_leave(st, &g);
     } while (r == -1 && e == EINTR);
     return io_result(st, NEGSTREAM__DIR_WRITE, r, e, n, err);
 }
@@ -174,12 +185,13 @@ static int io_wait(negstream__transport *t, int dir, short *events)
 static void io_shutdown(negstream__transport *t)
 {
     io_state *st = t->ctx;
+    negstream__sigpipe_guard g;
 
     if (st->io.shutdown == NULL)
         return;
-    io_lock(st);
+    io_enter(st, &g);
     st->io.shutdown(st->ctx);
-    io_unlock(st);
+    io_leave(st, &g);
 }
 
 /* No call can run any more (transport.h): the library's duplicates go
