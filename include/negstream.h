@@ -118,6 +118,22 @@ NEGSTREAM_API void negstream_close(negstream *s);
  * bytes; -1 with any other errno is an I/O error (EINTR is retried).
  * A write that said "would block" is made again with the same bytes and
  * length (as SSL_write requires), unless the stream fails or closes.
+ * Any other return (more than len, 0 from write, an unknown negative
+ * value) fails the operation with NEGSTREAM_E_IO and a message.
+ *
+ * The library polls duplicates of read_fd and write_fd (the numbers stay
+ * the application's) and never reads or writes them itself.  Unless
+ * flags has NEGSTREAM_IO_CONCURRENT, it never runs two of read, write and
+ * shutdown at once on one stream; it holds no other lock of its own
+ * around any of them, so they may take the application's locks, but must
+ * not call libnegstream on the same stream.  SIGPIPE is blocked in the
+ * calling thread around each call and one the call raised is consumed.
+ *
+ * negstream_close() calls shutdown (if not NULL) once, then close is
+ * called exactly once when no step can run any more (in negstream_close
+ * or on the thread whose step ends last); nothing after close.  If
+ * negstream_new_io() fails, no function of the table is ever called and
+ * ctx stays the caller's.  See negstream_new_io(3).
  *
  * The structure grows as the option structures do: negstream_io_init()
  * first (it stamps struct_version), then the fields.  It is copied by
