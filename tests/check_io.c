@@ -639,23 +639,38 @@ END_TEST
 
 /*
  * A transport that breaks the contract: a read returning more than asked,
- * or a value that is neither a count nor one of the documented ones.
- * NEGSTREAM_E_IO with a message that says so, never a crash.  The server
- * reads first, so its authentication meets it.
+ * or a value that is neither a count nor one of the documented ones; a
+ * write returning 0, more than asked, or an unknown value.
+ * NEGSTREAM_E_IO with a message that says so, never a crash or a spin.
+ * _i 0..2: the server's read (its authentication reads first); 3..5: the
+ * client's write (its authentication writes first).
  */
 START_TEST(test_bad_return_values)
 {
-    static const ssize_t bad[] = { 100000, -9, -4 };
-    static const char *const says[] = { "more than asked", "returned -9",
-                                        "returned -4" };
+    static const int bad[] = { 100000, -9, -4, TIO_BAD_ZERO, TIO_BAD_MORE,
+                               -7 };
+    static const char *const says[] = {
+        "read returned 100000 for", "read returned -9",
+        "read returned -4", "write returned 0 for", "(more than asked)",
+        "write returned -7"
+    };
+    negstream_client_options co;
     negstream_server_options so;
     negstream_error e;
     tpair p;
+    int rc;
 
     ck_assert(pair_new(&p, T_MEM));
-    atomic_store(&TIO_HOOKS(p.sctx)->bad_read, (int)bad[_i]);
-    negstream_server_options_init(&so);
-    ck_assert_int_eq(negstream_authenticate_as_server(p.s, &so, &e), -1);
+    if (_i < 3) {
+        atomic_store(&TIO_HOOKS(p.sctx)->bad_read, bad[_i]);
+        negstream_server_options_init(&so);
+        rc = negstream_authenticate_as_server(p.s, &so, &e);
+    } else {
+        atomic_store(&TIO_HOOKS(p.cctx)->bad_write, bad[_i]);
+        pair_options(&p, NEGSTREAM_PROTECTION_SIGN, &co, &so);
+        rc = negstream_authenticate_as_client(p.c, &co, &e);
+    }
+    ck_assert_int_eq(rc, -1);
     ck_assert_msg(e.code == NEGSTREAM_E_IO && strstr(e.message, says[_i]),
                   "%s: %s", negstream_status_name(e.code), e.message);
     pair_free(&p);
@@ -950,7 +965,7 @@ static Suite *io_suite(void)
     tcase_add_loop_test(t, test_transport_error_in_handshake, 0, T_COUNT);
     suite_add_tcase(su, t);
     tcase_set_timeout(r, 120);
-    tcase_add_loop_test(r, test_bad_return_values, 0, 3);
+    tcase_add_loop_test(r, test_bad_return_values, 0, 6);
     tcase_add_test(r, test_read_deadline);
     tcase_add_test(r, test_sigpipe_sync_write);
     tcase_add_test(r, test_new_io_errors);

@@ -422,6 +422,11 @@ static ssize_t mem_write(void *ctx, const void *buf, size_t len)
         abort();
     }
     c->wb_buf = NULL;
+    e = atomic_exchange(&c->h.bad_write, 0);
+    if (e != 0)
+        return hooks_leave(&c->h, e == TIO_BAD_ZERO ? 0
+                                  : e == TIO_BAD_MORE ? (ssize_t)len + 1
+                                  : e);
     turn = atomic_fetch_add(&c->wturn, 1) % 4;
     if (turn == 0 || turn == 2) {
         c->wb_buf = buf;

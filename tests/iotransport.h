@@ -21,6 +21,9 @@ typedef struct tio_hooks {
     atomic_int fail_read;       /* errno for the next read (0: none) */
     atomic_int fail_write;      /* errno for the next write (0: none) */
     atomic_int bad_read;        /* != 0: the next read returns this */
+    atomic_int bad_write;       /* != 0: the next write returns this
+                                   (memory only; TIO_BAD_ZERO: 0,
+                                   TIO_BAD_MORE: len + 1) */
     atomic_int reads, writes;   /* calls */
     atomic_int would_blocks;    /* "would block" answers given */
     atomic_int want_write_reads;/* reads answered NEGSTREAM_IO_WANT_WRITE */
@@ -37,6 +40,10 @@ typedef struct tio_hooks {
     pthread_mutex_t *lib_lock;
     atomic_int under_lock;
 } tio_hooks;
+
+/* bad_write values for what 0 cannot say */
+#define TIO_BAD_ZERO (1 << 29)
+#define TIO_BAD_MORE (1 << 30)
 
 /* The hooks of any context made here. */
 #define TIO_HOOKS(ctx) ((tio_hooks *)(ctx))
