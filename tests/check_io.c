@@ -518,7 +518,7 @@ START_TEST(test_close_blocked_sync_read)
 }
 END_TEST
 
-/* ---- transport failures -------------------------------------------------- */
+/* ---- transport failures ------------------------------------------------ */
 
 /*
  * The transport's read fails (ECONNRESET) under a synchronous read, its
@@ -701,7 +701,7 @@ START_TEST(test_read_deadline)
 }
 END_TEST
 
-/* ---- the table's own rules ----------------------------------------------- */
+/* ---- the table's own rules --------------------------------------------- */
 
 static ssize_t nop_read(void *ctx, void *buf, size_t len)
 {
