@@ -242,10 +242,14 @@ typedef struct chain {
     negstream_error e;
 } chain;
 
+/* The next read's begin gets an error structure of its own: once it has
+ * queued the read, that read's callback (on another worker) may already
+ * be writing x->e while begin still fills its err. */
 static void chain_cb(negstream_async *ar)
 {
     chain *x = negstream_async_state(ar);
     ssize_t n = negstream_end_read(x->s, ar, &x->e);
+    negstream_error be;
 
     if (n <= 0) {
         atomic_store(&x->over, -1);
@@ -258,8 +262,10 @@ static void chain_cb(negstream_async *ar)
         return;
     }
     if (negstream_begin_read(x->s, x->buf, sizeof(x->buf), 0,
-                             sizeof(x->buf), chain_cb, x, &x->e) == NULL)
+                             sizeof(x->buf), chain_cb, x, &be) == NULL) {
+        x->e = be;
         atomic_store(&x->over, -1);
+    }
 }
 
 static void chain_start(chain *x, negstream *s, size_t want)
