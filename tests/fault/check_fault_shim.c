@@ -187,10 +187,15 @@ typedef struct achain {
     negstream_error e;
 } achain;
 
+/* The next read's begin gets an error structure of its own: once it has
+ * queued the read, that read's callback may run on another worker, end
+ * the chain and let the test return while begin still fills its err (x
+ * is on the test's stack: that write would land in a dead frame). */
 static void achain_cb(negstream_async *ar)
 {
     achain *x = negstream_async_state(ar);
     ssize_t n = negstream_end_read(x->s, ar, &x->e);
+    negstream_error be;
 
     if (n <= 0) {
         atomic_store(&x->over, -1);
@@ -203,8 +208,10 @@ static void achain_cb(negstream_async *ar)
         return;
     }
     if (negstream_begin_read(x->s, x->buf, sizeof(x->buf), 0,
-                             sizeof(x->buf), achain_cb, x, &x->e) == NULL)
+                             sizeof(x->buf), achain_cb, x, &be) == NULL) {
+        x->e = be;
         atomic_store(&x->over, -1);
+    }
 }
 
 /* A stream on fd: negstream_new, or (via_io) negstream_new_io over
