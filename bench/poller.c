@@ -36,6 +36,7 @@
 #include "negstream.h"
 #include "poller.h"
 #include "pool.h"
+#include "util.h"
 
 #define MAX_RUNS 64
 #define PAIRS    200000
@@ -343,7 +344,7 @@ int main(void)
     for (i = 0; i < nfds; i++) {
         negstream__poller_disarm(p, &pfds[i], 0);
         arm(p, &pfds[i], 0, POLLIN,
-            negstream__now_ms() + 1200000 + (i * 7919L) % 600000,
+            negstream__mono_ms() + 1200000 + (i * 7919L) % 600000,
             &idle.job);
     }
     /* A deadline later than the earliest one (a 60 s timeout armed after
@@ -351,7 +352,7 @@ int main(void)
     for (r = 0; r < runs; r++) {
         t0 = now_ns();
         for (k = 0; k < PAIRS; k++) {
-            arm(p, &one, 0, POLLIN, negstream__now_ms() + 3000000 + k % 1000,
+            arm(p, &one, 0, POLLIN, negstream__mono_ms() + 3000000 + k % 1000,
                 &j.job);
             negstream__poller_disarm(p, &one, 0);
         }
@@ -365,7 +366,7 @@ int main(void)
     for (r = 0; r < runs; r++) {
         t0 = now_ns();
         for (k = 0; k < PAIRS / 10; k++) {
-            arm(p, &one, 0, POLLIN, negstream__now_ms() + 600000, &j.job);
+            arm(p, &one, 0, POLLIN, negstream__mono_ms() + 600000, &j.job);
             negstream__poller_disarm(p, &one, 0);
         }
         v[r] = (now_ns() - t0) / (PAIRS / 10);

@@ -40,7 +40,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <gssapi/gssapi.h>
-#include <gssapi/gssapi_ext.h>
+#ifdef HAVE_GSSAPI_GSSAPI_EXT_H      /* MIT; Heimdal: all in gssapi.h */
+# include <gssapi/gssapi_ext.h>
+#endif
 
 #include "benchutil.h"
 #include "frame.h"

@@ -981,12 +981,13 @@ static bool der_tlv(const uint8_t **p, const uint8_t *end, uint8_t *tag,
 static bool spnego_inner(const uint8_t *tok, size_t len,
                          const uint8_t **inner, size_t *inner_len)
 {
-    const uint8_t *p = tok, *end = tok + len, *c;
+    const uint8_t *p = tok, *end, *c;
     uint8_t tag;
     size_t n;
 
-    if (len == 0)
-        return false;
+    if (tok == NULL || len == 0)
+        return false;   /* an empty token: tok may be NULL, no arithmetic */
+    end = tok + len;
     if (tok[0] == 0x60) {
         if (!der_tlv(&p, end, &tag, &c, &n))
             return false;

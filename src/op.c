@@ -745,6 +745,11 @@ int negstream__op_submit(negstream__op *o, negstream_error *err)
     int rc = -1;
 
     o->job.run = op_job;
+    /* The caller's err is written now, never after the job is queued:
+     * from then on a worker may complete the operation and its callback
+     * may reuse or free err (a callback chain that ends with the
+     * structure holding err) before this function returns. */
+    negstream__err_ok(err);
     pthread_mutex_lock(&s->mu);
     if (s->closed) {
         negstream__err_set(&e, NEGSTREAM_E_DISPOSED,
@@ -768,10 +773,8 @@ int negstream__op_submit(negstream__op *o, negstream_error *err)
             s->state = NEGSTREAM__NEW;
     }
     pthread_mutex_unlock(&s->mu);
-    if (rc == 0) {
-        negstream__err_ok(err);
-        return 0;
-    }
+    if (rc == 0)
+        return 0;       /* o, o->ar and err may be gone already */
     /* Never published: nobody else has the result.  No callback. */
     negstream__op_free_auth(o);
     negstream__async_discard(o->ar);

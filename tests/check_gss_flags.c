@@ -256,8 +256,9 @@ END_TEST
 START_TEST(ntlm_needs_mit)
 {
     static const char *why[] = {
-        "the client asks for NTLM", "protection None authenticates with "
-        "NTLM", "the server requires NTLM"
+        "the client asks for NTLM",
+        "protection None authenticates with NTLM",
+        "the server requires NTLM"
     };
     size_t i;
 

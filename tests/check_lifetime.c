@@ -13,12 +13,15 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "negstream.h"
@@ -108,6 +111,8 @@ START_TEST(test_end_then_begin_racing_close)
         negstream_error e;
         pthread_t pump;
         chain x;
+        uint8_t out[16] = "sixteen bytes..";  /* not x.buf: the chain reads
+                                                 into that meanwhile */
         int left = GUARD_MS;
 
         memset(&x, 0, sizeof(x));
@@ -119,8 +124,8 @@ START_TEST(test_end_then_begin_racing_close)
                 c, x.buf, sizeof(x.buf), 0, sizeof(x.buf), chain_cb, &x,
                 &e));
             while (!atomic_load(&x.between) && left-- > 0)
-                ck_assert_int_gt(negstream_write(s, x.buf, sizeof(x.buf), 0,
-                                                 16, &e), 0);
+                ck_assert_int_gt(negstream_write(s, out, sizeof(out), 0,
+                                                 sizeof(out), &e), 0);
         } else {
             ck_assert_int_eq(pthread_create(&pump, NULL, pump_main, s), 0);
             ck_assert_ptr_nonnull(negstream_begin_write(
@@ -230,6 +235,7 @@ typedef struct lockcb {
     pthread_t        closer;
     atomic_int       calls, on_closer, lock_rc;
     atomic_int       release;    /* lets the blocker go */
+    atomic_int       blocking;   /* the blocker's write has ended */
     negstream       *s;
     negstream_error  e;
     ssize_t          n;
@@ -240,6 +246,7 @@ static void blocker_cb(negstream_async *ar)
     lockcb *x = negstream_async_state(ar);
 
     negstream_end_write(x->s, ar, NULL);
+    atomic_store(&x->blocking, 1);
     while (!atomic_load(&x->release))
         usleep(1000);
 }
@@ -282,7 +289,12 @@ START_TEST(test_close_cancel_callbacks_on_worker)
     /* The only worker: busy in blocker_cb until released. */
     blocker = negstream_begin_write(s, "b", 1, 0, 1, blocker_cb, &x, &e);
     ck_assert_ptr_nonnull(blocker);
-    usleep(50 * 1000);
+    /* Until its write has ended (so the next may begin) and the worker
+     * sits in its callback. */
+    while (!atomic_load(&x.blocking) && left-- > 0)
+        usleep(1000);
+    ck_assert(atomic_load(&x.blocking));
+    left = GUARD_MS;
     /* Queued behind it. */
     ar = negstream_begin_write(s, "q", 1, 0, 1, locking_cb, &x, &e);
     ck_assert_ptr_nonnull(ar);
@@ -312,6 +324,115 @@ START_TEST(test_close_cancel_callbacks_on_worker)
 }
 END_TEST
 
+/* ---- begin_* leaves err alone once the job is queued ---------------------- */
+
+/*
+ * The err of a begin_* call is the caller's memory, and a worker may run
+ * the operation and its callback before begin_* returns; a callback chain
+ * often ends by freeing the structure that holds that err.  So begin_*
+ * must write err before it queues the job, never after (CI caught a
+ * write of err_ok after queueing: ASan, "unknown-crash" on a stack that
+ * had been left).  Here the callback overwrites the begin's err with a
+ * mark of its own; once the callback has run, the mark must still be
+ * there.  To make the worker overtake the caller, the caller runs at nice
+ * 19 and both are pinned to one CPU: the woken worker preempts it inside
+ * begin_write.  Also run under TSan, where a late write is a data race.
+ */
+typedef struct overtake {
+    negstream       *s;
+    negstream_error  begin_err;     /* the begin_write's err */
+    negstream_error  end_err;
+    atomic_int       done;
+    int              cpu;
+} overtake;
+
+static void pin_to(int cpu)
+{
+    cpu_set_t set;
+
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)sched_setaffinity(0, sizeof(set), &set);    /* best effort */
+}
+
+static void overtake_cb(negstream_async *ar)
+{
+    overtake *x = negstream_async_state(ar);
+
+    pin_to(x->cpu);
+    negstream_end_write(x->s, ar, &x->end_err);
+    x->begin_err.code = NEGSTREAM_E_CANCELED;
+    snprintf(x->begin_err.message, sizeof(x->begin_err.message),
+             "the callback's mark");
+    atomic_store(&x->done, 1);
+}
+
+static void *overtake_main(void *arg)
+{
+    /* The bug showed at the first write; valgrind serialises threads
+     * and runs each write a hundred times slower: fewer there. */
+    const int N = getenv("NEGTEST_UNDER_VALGRIND") != NULL ? 200 : 2000;
+    overtake *x = arg;
+    int i, left, overtaken = 0;
+    uint8_t byte = 'o';
+
+    pin_to(x->cpu);
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+    for (i = 0; i < N; i++) {
+        negstream_async *ar;
+
+        atomic_store(&x->done, 0);
+        ar = negstream_begin_write(x->s, &byte, 1, 0, 1, overtake_cb, x,
+                                   &x->begin_err);
+        ck_assert_msg(ar != NULL, "begin_write: %s", x->begin_err.message);
+        if (atomic_load(&x->done))
+            overtaken++;
+        for (left = GUARD_MS; !atomic_load(&x->done) && left > 0; left--)
+            usleep(1000);
+        ck_assert_msg(atomic_load(&x->done), "write %d never completed", i);
+        ck_assert_int_eq(x->end_err.code, NEGSTREAM_OK);
+        ck_assert_msg(x->begin_err.code == NEGSTREAM_E_CANCELED &&
+                      strcmp(x->begin_err.message, "the callback's mark") == 0,
+                      "write %d: begin_write wrote err (%s: %s) after its "
+                      "callback had run", i,
+                      negstream_status_name(x->begin_err.code),
+                      x->begin_err.message);
+    }
+    fprintf(stderr, "begin_err_untouched: the callback ran before "
+            "begin_write returned in %d of %d writes\n", overtaken, N);
+    return NULL;
+}
+
+START_TEST(test_begin_err_untouched_after_queueing)
+{
+    negstream_pool *p;
+    negstream *c, *s;
+    negstream_error e;
+    pthread_t pump, t;
+    overtake x;
+    cpu_set_t set;
+
+    memset(&x, 0, sizeof(x));
+    /* The first CPU this process may run on. */
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        while (x.cpu < CPU_SETSIZE - 1 && !CPU_ISSET(x.cpu, &set))
+            x.cpu++;
+    tu_pair(NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN, &c, &s);
+    x.s = c;
+    p = negstream_pool_new(1, 1, &e);   /* one worker, made at nice 0 */
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(negstream_set_pool(c, p, &e), 0);
+    ck_assert_int_eq(pthread_create(&pump, NULL, pump_main, s), 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, overtake_main, &x), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    negstream_close(c);
+    pthread_join(pump, NULL);
+    negstream_close(s);
+    negstream_pool_free(p);
+}
+END_TEST
+
 static Suite *lifetime_suite(void)
 {
     Suite *su = suite_create("lifetime");
@@ -321,6 +442,7 @@ static Suite *lifetime_suite(void)
     tcase_add_loop_test(t, test_end_then_begin_racing_close, 0, 2);
     tcase_add_loop_test(t, test_no_io_on_reused_fd, 0, 2);
     tcase_add_loop_test(t, test_close_cancel_callbacks_on_worker, 0, 2);
+    tcase_add_test(t, test_begin_err_untouched_after_queueing);
     suite_add_tcase(su, t);
     return su;
 }

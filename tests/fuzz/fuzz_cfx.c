@@ -31,7 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <gssapi/gssapi.h>
-#include <gssapi/gssapi_ext.h>
+#ifdef HAVE_GSSAPI_GSSAPI_EXT_H      /* MIT; Heimdal: all in gssapi.h */
+# include <gssapi/gssapi_ext.h>
+#endif
 #include <gssapi/gssapi_krb5.h>
 
 #include "gss.h"
