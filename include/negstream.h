@@ -104,6 +104,79 @@ NEGSTREAM_API negstream *negstream_new(int fd, bool leave_inner_open,
                                        negstream_error *err);
 NEGSTREAM_API void negstream_close(negstream *s);
 
+/* ---- custom transports (negstream_new_io(3)) --------------------------- */
+
+/*
+ * A stream over a transport of the application's (a TLS connection, a
+ * pair of pipes, memory): the library calls these functions instead of
+ * recv and send.  Every call must return at once, never wait; "would
+ * block" is -1 with errno EAGAIN (or EWOULDBLOCK), to go on when read_fd
+ * is readable (read) or write_fd writable (write), or one of the two
+ * values below, which name the readiness needed whatever the call (a TLS
+ * read may need to write: OpenSSL's SSL_ERROR_WANT_READ/_WANT_WRITE).
+ * read returns 1..len bytes or 0 at the end of the stream; write 1..len
+ * bytes; -1 with any other errno is an I/O error (EINTR is retried).
+ * A write that said "would block" is made again with the same bytes and
+ * length (as SSL_write requires), unless the stream fails or closes.
+ * Any other return (more than len, 0 from write, an unknown negative
+ * value) fails the operation with NEGSTREAM_E_IO and a message.
+ *
+ * The library polls duplicates of read_fd and write_fd (the numbers stay
+ * the application's) and never reads or writes them itself.  Unless
+ * flags has NEGSTREAM_IO_CONCURRENT, it never runs two of read, write and
+ * shutdown at once on one stream; it holds no other lock of its own
+ * around any of them, so they may take the application's locks, but must
+ * not call libnegstream on the same stream.  SIGPIPE is blocked in the
+ * calling thread around each call and one the call raised is consumed.
+ *
+ * negstream_close() calls shutdown (if not NULL) once, then close is
+ * called exactly once when no step can run any more (in negstream_close
+ * or on the thread whose step ends last); nothing after close.  If
+ * negstream_new_io() fails, no function of the table is ever called and
+ * ctx stays the caller's.  See negstream_new_io(3).
+ *
+ * The structure grows as the option structures do: negstream_io_init()
+ * first (it stamps struct_version), then the fields.  It is copied by
+ * negstream_new_io().  read, write and close are required.
+ */
+#define NEGSTREAM_IO_WANT_READ  (-2)   /* wait until read_fd is readable  */
+#define NEGSTREAM_IO_WANT_WRITE (-3)   /* wait until write_fd is writable */
+
+/* flags */
+#define NEGSTREAM_IO_CONCURRENT 0x1u   /* read, write and shutdown may run
+                                          at the same time (else the
+                                          library never overlaps them)    */
+
+#define NEGSTREAM_IO_VERSION 1
+
+typedef struct negstream_io {
+    uint32_t struct_version;   /* set by _init; every later field follows */
+    uint32_t flags;            /* NEGSTREAM_IO_*; 0 by default             */
+    int read_fd;               /* pollable: readable when a read may go on */
+    int write_fd;              /* pollable: writable when a write may go
+                                  on; -1 (the default): read_fd            */
+    ssize_t (*read)(void *ctx, void *buf, size_t len);
+    ssize_t (*write)(void *ctx, const void *buf, size_t len);
+    /* negstream_close() was called: end the connection (TLS close_notify,
+     * shutdown(2)), as closing .NET's inner stream does; NULL leaves it
+     * open (leave_inner_open).  Once, and never after close. */
+    void (*shutdown)(void *ctx);
+    /* No call will be made any more: release ctx.  Exactly once. */
+    void (*close)(void *ctx);
+} negstream_io;
+
+NEGSTREAM_API void negstream_io_init_version(negstream_io *io,
+                                             unsigned version);
+
+/* Fill *io with the defaults and stamp this header's version. */
+static inline void negstream_io_init(negstream_io *io)
+{
+    negstream_io_init_version(io, NEGSTREAM_IO_VERSION);
+}
+
+NEGSTREAM_API negstream *negstream_new_io(const negstream_io *io, void *ctx,
+                                          negstream_error *err);
+
 /* Timeouts in milliseconds for every later read / write (.NET ReadTimeout
  * / WriteTimeout), each bounding a whole operation from its start; -1 (the
  * default) waits forever.  An expired timeout fails the operation with

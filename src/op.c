@@ -477,15 +477,22 @@ void negstream__op_free_auth(negstream__op *o)
     o->auth = NULL;
 }
 
-void negstream__op_maybe_close_tr_locked(negstream *s)
+bool negstream__op_maybe_close_tr_locked(negstream *s)
 {
     if (!s->closed || !s->tr_open || s->io_busy > 0)
-        return;
+        return false;
     /* Nothing is armed (every operation was taken or has ended), and no
-     * thread is inside a step: the fd can go. */
+     * thread is inside a step: the fds can go.  No step can start again
+     * (closed), so the transport is the caller's alone from here. */
     negstream__poller_forget(&s->pfd);
-    s->tr.ops->close(&s->tr);
+    negstream__poller_forget(&s->pfd_out);
     s->tr_open = false;
+    return true;
+}
+
+void negstream__op_release_tr(negstream *s)
+{
+    s->tr.ops->close(&s->tr);
     NEGSTREAM__TRACE("stream %p: transport closed", (void *)s);
 }
 
@@ -635,13 +642,15 @@ static void op_job(negstream__job *job)
     negstream__op *o = (negstream__op *)job;
     negstream *s = o->s;
     negstream__poller *poller;
+    negstream__pollfd *pfd;
     negstream_error e;
     int fired = NEGSTREAM__FIRE_NONE, rc, fd;
+    bool release = false;
     short events;
 
     pthread_mutex_lock(&s->mu);
     if (o->state == NEGSTREAM__OP_PARKED)
-        fired = negstream__pollfd_fired(&s->pfd, poll_slot(o->kind));
+        fired = negstream__pollfd_fired(o->pfd, poll_slot(o->kind));
     if (s->closed) {
         negstream__err_set(&e, NEGSTREAM_E_DISPOSED, "stream closed before "
                            "the %s finished",
@@ -667,8 +676,10 @@ static void op_job(negstream__job *job)
     pthread_mutex_lock(&s->mu);
     s->io_busy--;
     if (rc == STEP_DONE || rc == STEP_FAIL) {
-        negstream__op_maybe_close_tr_locked(s);
+        release = negstream__op_maybe_close_tr_locked(s);
         pthread_mutex_unlock(&s->mu);
+        if (release)
+            negstream__op_release_tr(s);
         if (rc == STEP_DONE)
             negstream__err_ok(&e);
         op_finish(o, rc == STEP_DONE ? o->result : -1, &e);
@@ -676,7 +687,7 @@ static void op_job(negstream__job *job)
     }
     /* The transport would block: park, unless that cannot be. */
     if (s->closed) {
-        negstream__op_maybe_close_tr_locked(s);
+        release = negstream__op_maybe_close_tr_locked(s);
         negstream__err_set(&e, NEGSTREAM_E_DISPOSED, "stream closed before "
                            "the %s finished",
                            negstream__op_kind_name(o->kind));
@@ -689,20 +700,24 @@ static void op_job(negstream__job *job)
     fd = s->tr.ops->wait(&s->tr, rc == STEP_WANT_READ ? NEGSTREAM__DIR_READ
                                                       : NEGSTREAM__DIR_WRITE,
                          &events);
+    /* One of the transport's fixed fds (transport.h), each registered
+     * with one poller. */
+    pfd = fd >= 0 && fd == s->pfd.fd ? &s->pfd
+          : fd >= 0 && fd == s->pfd_out.fd ? &s->pfd_out : NULL;
     poller = negstream__pool_poller(o->pool, &e);
-    if (poller == NULL ||
-        (s->pfd.poller != NULL && s->pfd.poller != poller) ||
-        fd != s->pfd.fd ||
-        negstream__poller_arm(poller, &s->pfd, poll_slot(o->kind), events,
+    if (poller == NULL || pfd == NULL ||
+        (pfd->poller != NULL && pfd->poller != poller) ||
+        negstream__poller_arm(poller, pfd, poll_slot(o->kind), events,
                               o->deadline, &o->job, &e) < 0) {
-        if (poller != NULL && (fd != s->pfd.fd ||
-                               (s->pfd.poller != NULL &&
-                                s->pfd.poller != poller)))
+        if (poller != NULL && (pfd == NULL ||
+                               (pfd->poller != NULL &&
+                                pfd->poller != poller)))
             negstream__err_set(&e, NEGSTREAM_E_IO, "internal error: the "
                                "transport changed its fd or its poller");
         negstream__err_prefix(&e, "cannot wait for the peer");
         goto end_locked_fail;
     }
+    o->pfd = pfd;
     o->state = NEGSTREAM__OP_PARKED;
     pthread_mutex_unlock(&s->mu);
     return;
@@ -718,6 +733,8 @@ timed_out:
     }
 end_locked_fail:
     pthread_mutex_unlock(&s->mu);
+    if (release)
+        negstream__op_release_tr(s);
     op_finish(o, -1, &e);
 }
 
@@ -775,6 +792,7 @@ ssize_t negstream__op_run_sync(negstream__op *o, negstream_error *err)
     negstream *s = o->s;
     negstream_error e;
     ssize_t result = -1;
+    bool release;
     int rc;
 
     pthread_mutex_lock(&s->mu);
@@ -842,8 +860,10 @@ ssize_t negstream__op_run_sync(negstream__op *o, negstream_error *err)
     pthread_mutex_lock(&s->mu);
     s->io_busy--;
     result = end_locked(o, result, &e);
-    negstream__op_maybe_close_tr_locked(s);
+    release = negstream__op_maybe_close_tr_locked(s);
     pthread_mutex_unlock(&s->mu);
+    if (release)
+        negstream__op_release_tr(s);
     negstream__err_copy(err, &e);
     negstream__stream_unref(s);     /* the call's; s may be freed here */
     return result;
@@ -854,21 +874,19 @@ ssize_t negstream__op_run_sync(negstream__op *o, negstream_error *err)
 /*
  * Takes o away from the pool's queue or the poller, if it is still there.
  * Returns true if taken: no job of o will run, and the caller settles it.
- * Caller holds s->mu.
+ * Caller holds o->s->mu.
  */
 static bool take_locked(negstream__op *o)
 {
-    negstream *s = o->s;
-
     if (o->state == NEGSTREAM__OP_QUEUED)
         return negstream__pool_cancel(o->pool, &o->job);
-    if (o->state == NEGSTREAM__OP_PARKED && s->pfd.poller != NULL)
-        return negstream__poller_disarm(s->pfd.poller, &s->pfd,
+    if (o->state == NEGSTREAM__OP_PARKED && o->pfd->poller != NULL)
+        return negstream__poller_disarm(o->pfd->poller, o->pfd,
                                         poll_slot(o->kind));
     return false;
 }
 
-void negstream__op_close_locked(negstream *s, negstream__op *out[3])
+bool negstream__op_close_locked(negstream *s, negstream__op *out[3])
 {
     negstream__op *ops[3] = { s->op_write, s->op_read, s->op_auth };
     size_t i;
@@ -881,7 +899,7 @@ void negstream__op_close_locked(negstream *s, negstream__op *out[3])
     }
     if (s->sync_waiting > 0)
         negstream__wake_signal(&s->wake);
-    negstream__op_maybe_close_tr_locked(s);
+    return negstream__op_maybe_close_tr_locked(s);
 }
 
 void negstream__op_settle_taken(negstream__op *o, negstream_status code,

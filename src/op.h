@@ -56,6 +56,8 @@ typedef struct negstream__op {
     int              state;     /* NEGSTREAM__OP_IDLE ... _DONE */
     int              timeout_ms;/* the stream's timeout at the start */
     int64_t          deadline;  /* CLOCK_MONOTONIC ms; -1: none */
+    negstream__pollfd *pfd;     /* the one it parks on (s->pfd or
+                                   s->pfd_out: the fd wait named) */
     /* read and write */
     const uint8_t   *wdata;     /* write: the caller's bytes (borrowed) */
     uint8_t         *rdata;     /* read: the caller's buffer (borrowed) */
@@ -92,8 +94,10 @@ negstream_async *negstream__op_submit(negstream__op *o,
  * NEGSTREAM_E_DISPOSED (callbacks on a worker), wakes synchronous calls,
  * closes the transport if nothing uses it.  Caller holds s->mu; the
  * operations to settle are returned in out[0..3) (NULL entries skipped)
- * and must be passed to negstream__op_settle_taken after unlocking. */
-void negstream__op_close_locked(negstream *s, negstream__op *out[3]);
+ * and must be passed to negstream__op_settle_taken after unlocking.
+ * Returns true when the caller must then call negstream__op_release_tr
+ * (see negstream__op_maybe_close_tr_locked). */
+bool negstream__op_close_locked(negstream *s, negstream__op *out[3]);
 void negstream__op_settle_taken(negstream__op *o, negstream_status code,
                                 const char *why);
 
@@ -109,8 +113,13 @@ const char *negstream__op_kind_name(int kind);
 /* Releases what an operation owns (copies of secrets wiped). */
 void negstream__op_free_auth(negstream__op *o);
 
-/* Closes the transport if it is open and nobody uses it.  Caller holds
- * s->mu. */
-void negstream__op_maybe_close_tr_locked(negstream *s);
+/* Closes the transport if it is open and nobody uses it: forgets its fds
+ * at the poller and marks it closed.  Caller holds s->mu.  Returns true
+ * when it did: the caller, and only it, then calls
+ * negstream__op_release_tr once it has unlocked, because the transport's
+ * close may be the application's code, which runs under no library
+ * lock. */
+bool negstream__op_maybe_close_tr_locked(negstream *s);
+void negstream__op_release_tr(negstream *s);
 
 #endif

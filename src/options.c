@@ -1,6 +1,7 @@
 /*
- * options.c - the option structures: defaults, version stamps, and
- * reading a caller's structure of an older (smaller) version.
+ * options.c - the option structures and the transport table
+ * (negstream_io): defaults, version stamps, and reading a caller's
+ * structure of an older (smaller) version.
  *
  * negstream.h says the rule: fields are only appended, after
  * 'struct_version', and each new version adds its size to the tables
@@ -43,6 +44,11 @@ static const size_t server_sizes[] = {
     END_OF(negstream_server_options, channel_binding_len),  /* 2 */
 };
 
+static const size_t io_sizes[] = {
+    0,
+    END_OF(negstream_io, close),                        /* 1 */
+};
+
 /* One size per version up to the header's: a version constant raised
  * without its size here fails the build.  That the last size covers every
  * field is checked by tests/check_frame.c (options_sizes). */
@@ -52,6 +58,10 @@ CHECK(client_sizes_complete,
 CHECK(server_sizes_complete,
       sizeof(server_sizes) / sizeof(server_sizes[0]) ==
       NEGSTREAM_SERVER_OPTIONS_VERSION + 1);
+CHECK(io_sizes_complete,
+      sizeof(io_sizes) / sizeof(io_sizes[0]) == NEGSTREAM_IO_VERSION + 1);
+/* The transport table has its stamp first, where every version has it. */
+CHECK(io_stamp_first, offsetof(negstream_io, struct_version) == 0);
 
 size_t negstream__client_options_size(unsigned version)
 {
@@ -63,6 +73,11 @@ size_t negstream__server_options_size(unsigned version)
 {
     return version <= NEGSTREAM_SERVER_OPTIONS_VERSION ?
            server_sizes[version] : 0;
+}
+
+size_t negstream__io_size(unsigned version)
+{
+    return version <= NEGSTREAM_IO_VERSION ? io_sizes[version] : 0;
 }
 
 static void client_defaults(negstream_client_options *o)
@@ -88,6 +103,19 @@ static void server_defaults(negstream_server_options *o)
     o->extended_protection = NEGSTREAM_EXTENDED_PROTECTION_NEVER;
     o->channel_binding = NULL;
     o->channel_binding_len = 0;
+}
+
+static void io_defaults(negstream_io *io)
+{
+    memset(io, 0, sizeof(*io));
+    io->struct_version = STAMP(NEGSTREAM_IO_VERSION);
+    io->flags = 0;
+    io->read_fd = -1;
+    io->write_fd = -1;
+    io->read = NULL;
+    io->write = NULL;
+    io->shutdown = NULL;
+    io->close = NULL;
 }
 
 /* The stamp _init writes for 'version' (0: unset; a version too large
@@ -142,6 +170,18 @@ NEGSTREAM_API void negstream_server_options_init_version(
                             version));
 }
 
+NEGSTREAM_API void negstream_io_init_version(negstream_io *io,
+                                             unsigned version)
+{
+    negstream_io d;
+
+    if (io == NULL)
+        return;
+    io_defaults(&d);
+    d.struct_version = init_stamp(version);
+    memcpy(io, &d, init_size(io_sizes, NEGSTREAM_IO_VERSION, version));
+}
+
 /* The version a stamp names, after checking it; 0 with err set when it
  * is not one this library can read. */
 static unsigned stamped_version(uint32_t stamp, unsigned known,
@@ -152,14 +192,14 @@ static unsigned stamped_version(uint32_t stamp, unsigned known,
 
     if ((stamp & STAMP_MASK) != STAMP_MAGIC || v == 0) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
-                           "the %s options were not initialized: call "
+                           "the %s were not initialized: call "
                            "%s() on them before setting their fields",
                            what, init);
         return 0;
     }
     if (v > known) {
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT,
-                           "the %s options are of version %u, this "
+                           "the %s are of version %u, this "
                            "libnegstream (%s) knows version %u at most: the "
                            "program was built against a newer negstream.h",
                            what, v, negstream_version(), known);
@@ -173,7 +213,8 @@ int negstream__client_options_import(negstream_client_options *dst,
                                      negstream_error *err)
 {
     unsigned v = stamped_version(src->struct_version,
-                                 NEGSTREAM_CLIENT_OPTIONS_VERSION, "client",
+                                 NEGSTREAM_CLIENT_OPTIONS_VERSION,
+                                 "client options",
                                  "negstream_client_options_init", err);
 
     if (v == 0)
@@ -189,7 +230,8 @@ int negstream__server_options_import(negstream_server_options *dst,
                                      negstream_error *err)
 {
     unsigned v = stamped_version(src->struct_version,
-                                 NEGSTREAM_SERVER_OPTIONS_VERSION, "server",
+                                 NEGSTREAM_SERVER_OPTIONS_VERSION,
+                                 "server options",
                                  "negstream_server_options_init", err);
 
     if (v == 0)
@@ -197,5 +239,20 @@ int negstream__server_options_import(negstream_server_options *dst,
     server_defaults(dst);
     memcpy(dst, src, server_sizes[v]);
     dst->struct_version = STAMP(NEGSTREAM_SERVER_OPTIONS_VERSION);
+    return 0;
+}
+
+int negstream__io_import(negstream_io *dst, const negstream_io *src,
+                         negstream_error *err)
+{
+    unsigned v = stamped_version(src->struct_version, NEGSTREAM_IO_VERSION,
+                                 "transport functions (negstream_io)",
+                                 "negstream_io_init", err);
+
+    if (v == 0)
+        return -1;
+    io_defaults(dst);
+    memcpy(dst, src, io_sizes[v]);
+    dst->struct_version = STAMP(NEGSTREAM_IO_VERSION);
     return 0;
 }

@@ -1,5 +1,6 @@
 /*
- * options.h - the option structures of the public header: their
+ * options.h - the option structures of the public header (and the
+ * transport table, negstream_io, which grows the same way): their
  * defaults, the version stamp their _init functions write, and importing
  * a caller's structure of any version into one of this library's.
  *
@@ -31,5 +32,12 @@ int negstream__server_options_import(negstream_server_options *dst,
  * know).  For the tests. */
 size_t negstream__client_options_size(unsigned version);
 size_t negstream__server_options_size(unsigned version);
+
+/* The transport table of negstream_new_io, likewise: the fields of the
+ * stamped version copied, later ones defaulted; -1 with
+ * NEGSTREAM_E_ARGUMENT when unstamped or newer than this library. */
+int negstream__io_import(negstream_io *dst, const negstream_io *src,
+                         negstream_error *err);
+size_t negstream__io_size(unsigned version);
 
 #endif

@@ -26,6 +26,7 @@
 #include "scrub.h"
 #include "stream.h"
 #include "trace.h"
+#include "transport_io.h"
 
 /* Authentication's whole-operation deadline unless set (issue 11): a
  * handshake that has not finished in a minute is a peer that will not. */
@@ -61,12 +62,16 @@ void negstream__stream_mdrop(negstream *s)
  */
 void negstream__stream_unref(negstream *s)
 {
+    bool release;
+
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     NEGSTREAM__TRACE("stream %p released", (void *)s);
     pthread_mutex_lock(&s->mu);
-    negstream__op_maybe_close_tr_locked(s);
+    release = negstream__op_maybe_close_tr_locked(s);
     pthread_mutex_unlock(&s->mu);
+    if (release)
+        negstream__op_release_tr(s);
     negstream__gss_free(&s->gss);
     negstream__wipe(s->rbuf, s->rcap);
     free(s->rbuf);
@@ -77,6 +82,28 @@ void negstream__stream_unref(negstream *s)
 }
 
 /* ---- creation ---------------------------------------------------------- */
+
+/* Everything but the transport (s->tr set up) and the caller's fd. */
+static void stream_setup(negstream *s)
+{
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->gss_mu, NULL);
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->mrefs, 1);
+    s->tr_open = true;
+    negstream__pollfd_init(&s->pfd, s->tr.fd);
+    negstream__pollfd_init(&s->pfd_out, s->tr.fd_out);
+    s->wake.r = s->wake.w = -1;
+    s->user_fd = -1;
+    s->read_timeout_ms = -1;
+    s->write_timeout_ms = -1;
+    s->auth_timeout_ms = AUTH_TIMEOUT_DEFAULT_MS;
+    s->gss.ctx = GSS_C_NO_CONTEXT;
+    s->gss.cred = GSS_C_NO_CREDENTIAL;
+    s->gss.target = GSS_C_NO_NAME;
+    s->p_impersonation = NEGSTREAM_IMPERSONATION_NONE;
+    negstream__reasm_init(&s->rr, NEGSTREAM__REASM_DATA);
+}
 
 /*
  * The stream works on its own duplicate of fd, so that after
@@ -110,26 +137,51 @@ negstream *negstream_new(int fd, bool leave_inner_open, negstream_error *err)
         negstream__err_copy(err, &e);
         return NULL;
     }
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->gss_mu, NULL);
-    atomic_init(&s->refs, 1);
-    atomic_init(&s->mrefs, 1);
-    s->tr_open = true;
-    negstream__pollfd_init(&s->pfd, s->tr.fd);
-    s->wake.r = s->wake.w = -1;
+    stream_setup(s);
     s->user_fd = fd;
     s->leave_inner_open = leave_inner_open;
-    s->read_timeout_ms = -1;
-    s->write_timeout_ms = -1;
-    s->auth_timeout_ms = AUTH_TIMEOUT_DEFAULT_MS;
-    s->gss.ctx = GSS_C_NO_CONTEXT;
-    s->gss.cred = GSS_C_NO_CREDENTIAL;
-    s->gss.target = GSS_C_NO_NAME;
-    s->p_impersonation = NEGSTREAM_IMPERSONATION_NONE;
-    negstream__reasm_init(&s->rr, NEGSTREAM__REASM_DATA);
     NEGSTREAM__TRACE("stream %p created on fd %d (working on fd %d%s)",
                      (void *)s, fd, s->tr.fd,
                      s->tr.is_socket ? ", a socket" : "");
+    negstream__err_ok(err);
+    return s;
+}
+
+/*
+ * A stream on the application's transport (transport_io.c): no fd of the
+ * caller's to close; the table's shutdown is negstream_close's end of the
+ * connection and its close the release of ctx, once no step can run.
+ */
+negstream *negstream_new_io(const negstream_io *io, void *ctx,
+                            negstream_error *err)
+{
+    negstream *s;
+    negstream_error e;
+
+    if (io == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "io is NULL");
+        return NULL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory allocating a stream");
+        return NULL;
+    }
+    if (negstream__transport_io(&s->tr, io, ctx, &e) < 0) {
+        free(s);
+        negstream__err_copy(err, &e);
+        return NULL;
+    }
+    stream_setup(s);
+    s->leave_inner_open = true;     /* nothing of the caller's to close */
+    if (s->tr.fd_out >= 0)
+        NEGSTREAM__TRACE("stream %p created on a custom transport (polling "
+                         "fd %d to read, fd %d to write)", (void *)s,
+                         s->tr.fd, s->tr.fd_out);
+    else
+        NEGSTREAM__TRACE("stream %p created on a custom transport (polling "
+                         "fd %d)", (void *)s, s->tr.fd);
     negstream__err_ok(err);
     return s;
 }
@@ -209,8 +261,10 @@ int negstream_set_pool(negstream *s, negstream_pool *p, negstream_error *err)
     }
     /* The fd may be known to the old pool's poller: nothing is armed
      * (nothing is pending), so it can forget it now. */
-    if (p != s->pool)
+    if (p != s->pool) {
         negstream__poller_forget(&s->pfd);
+        negstream__poller_forget(&s->pfd_out);
+    }
     s->pool = p;
     negstream__err_ok(err);
     rc = 0;
@@ -864,13 +918,17 @@ int negstream_end_authenticate_as_server(negstream *s, negstream_async *ar,
  * here, so a caller holding its own lock around close cannot deadlock
  * with a callback that takes it.  Running ones end with DISPOSED when
  * their step returns (a step never waits); synchronous calls blocked in
- * poll are woken.  Nothing is sent to the peer.  The caller's fd is closed
- * now unless leave_inner_open; the library's duplicate once no thread can
- * use it.  Safe from a callback: it never waits for a job.
+ * poll are woken.  Nothing is sent to the peer (but what a custom
+ * transport's shutdown sends: TLS's close_notify).  The caller's fd is
+ * closed now unless leave_inner_open; the library's duplicate, or a custom
+ * transport (its close), once no thread can use it: here, or when the
+ * last running step or synchronous call ends.  Safe from a callback: it
+ * never waits for a job.
  */
 void negstream_close(negstream *s)
 {
     negstream__op *taken[3];
+    bool shut, release;
     size_t i, n = 0;
 
     if (s == NULL)
@@ -884,7 +942,12 @@ void negstream_close(negstream *s)
     if (!s->leave_inner_open && s->user_fd >= 0)
         close(s->user_fd);
     s->user_fd = -1;
-    negstream__op_close_locked(s, taken);
+    /* A custom transport's shutdown runs after the unlock, counted as I/O
+     * so that its close cannot come first. */
+    shut = s->tr_open && s->tr.ops->shutdown != NULL;
+    if (shut)
+        s->io_busy++;
+    release = negstream__op_close_locked(s, taken);
     pthread_mutex_unlock(&s->mu);
     for (i = 0; i < 3; i++) {
         if (taken[i] == NULL)
@@ -893,6 +956,15 @@ void negstream_close(negstream *s)
         negstream__op_settle_taken(taken[i], NEGSTREAM_E_DISPOSED,
                                    "did not finish: the stream was closed");
     }
+    if (shut) {
+        s->tr.ops->shutdown(&s->tr);
+        pthread_mutex_lock(&s->mu);
+        s->io_busy--;
+        release = negstream__op_maybe_close_tr_locked(s);
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (release)
+        negstream__op_release_tr(s);
     NEGSTREAM__TRACE("stream %p closed (%zu operations settled)", (void *)s,
                      n);
     negstream__stream_unref(s);

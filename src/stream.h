@@ -58,8 +58,10 @@ struct negstream {
     pthread_mutex_t       gss_mu;      /* leaf: around wrap / unwrap only */
     atomic_int            refs;        /* logical: see above */
     atomic_int            mrefs;       /* memory: see above */
-    negstream__transport  tr;          /* works on a duplicate of user_fd */
+    negstream__transport  tr;          /* works on a duplicate of user_fd,
+                                          or the application's functions */
     negstream__pollfd     pfd;         /* tr's fd, for the poller */
+    negstream__pollfd     pfd_out;     /* tr's fd_out (fd -1: none) */
     negstream__wake       wake;        /* wakes synchronous calls in poll */
     int                   io_busy;     /* threads that may use tr now */
     int                   sync_waiting;/* synchronous calls in poll */

@@ -52,12 +52,7 @@
 
 /* Block SIGPIPE in this thread, remembering whether one was already
  * pending (then it is not ours to consume). */
-typedef struct sigpipe_guard {
-    sigset_t old;
-    bool     active, was_pending;
-} sigpipe_guard;
-
-static void sigpipe_block(sigpipe_guard *g)
+void negstream__sigpipe_block(negstream__sigpipe_guard *g)
 {
     sigset_t set, pending;
 
@@ -71,7 +66,8 @@ static void sigpipe_block(sigpipe_guard *g)
 
 /* Consumes the SIGPIPE our EPIPE raised (if any) and restores the mask.
  * The zero timeout makes sigtimedwait a poll: it never sleeps. */
-static void sigpipe_restore(sigpipe_guard *g, bool got_epipe)
+void negstream__sigpipe_restore(negstream__sigpipe_guard *g,
+                                bool got_epipe)
 {
     if (!g->active)
         return;
@@ -178,7 +174,7 @@ static int cap_iov(const struct iovec *iov, int cnt, struct iovec *one,
 static ssize_t fd_send(negstream__transport *t, const struct iovec *iov,
                        int cnt, negstream_error *err)
 {
-    sigpipe_guard guard = { .active = false };
+    negstream__sigpipe_guard guard = { .active = false };
     bool guarded = !t->is_socket || !HAVE_NOSIGNAL;
     ssize_t r;
     int errnum = 0;
@@ -186,7 +182,7 @@ static ssize_t fd_send(negstream__transport *t, const struct iovec *iov,
     if (cnt > IOV_MAX)
         cnt = IOV_MAX;
     if (guarded)
-        sigpipe_block(&guard);
+        negstream__sigpipe_block(&guard);
     for (;;) {
         if (t->is_socket) {
             struct msghdr msg;
@@ -228,7 +224,7 @@ static ssize_t fd_send(negstream__transport *t, const struct iovec *iov,
         break;
     }
     if (guarded)
-        sigpipe_restore(&guard, errnum == EPIPE);
+        negstream__sigpipe_restore(&guard, errnum == EPIPE);
     return r;
 }
 
@@ -246,7 +242,7 @@ static void fd_close(negstream__transport *t)
 }
 
 static const negstream__transport_ops fd_ops = {
-    fd_recv, fd_send, fd_wait, fd_close
+    fd_recv, fd_send, fd_wait, fd_close, NULL
 };
 
 int negstream__transport_fd(negstream__transport *t, int fd,
@@ -257,6 +253,7 @@ int negstream__transport_fd(negstream__transport *t, int fd,
 
     memset(t, 0, sizeof(*t));
     t->fd = -1;
+    t->fd_out = -1;
     dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dup_fd < 0) {
         int e = errno;

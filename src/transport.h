@@ -7,7 +7,10 @@
  * and, through wait, which fd to poll and for what, so that the caller can
  * park the operation with the poller (asynchronous) or poll itself
  * (synchronous).  A transport whose read may need the fd to be writable
- * (TLS) says so there.
+ * (TLS) says so there.  wait returns one of at most two fds (fd, fd_out),
+ * the same ones for the transport's whole life: the stream registers each
+ * with the poller once.  The other implementation, the application's
+ * functions of negstream_new_io(3), is in transport_io.c.
  *
  * The fd transport works on a duplicate of the caller's fd, made at
  * creation (F_DUPFD_CLOEXEC): after negstream_close the library never
@@ -25,6 +28,7 @@
 #ifndef NEGSTREAM_TRANSPORT_H
 #define NEGSTREAM_TRANSPORT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -52,16 +56,42 @@ typedef struct negstream__transport_ops {
     /* After AGAIN in direction dir: the fd to poll and the events
      * (POLLIN / POLLOUT) that would let that direction go on. */
     int     (*wait)(negstream__transport *t, int dir, short *events);
-    /* No more I/O will be done: release the transport's resources. */
+    /* No more I/O will be done: release the transport's resources.
+     * Called without any library lock (a custom transport's close is the
+     * application's code). */
     void    (*close)(negstream__transport *t);
+    /* Optional (NULL: nothing to do): negstream_close's end of the
+     * connection, once, before close and without any library lock; a
+     * step still running may call recv or send after it. */
+    void    (*shutdown)(negstream__transport *t);
 } negstream__transport_ops;
 
 struct negstream__transport {
     const negstream__transport_ops *ops;
-    int   fd;             /* the fd transport: our duplicate (-1: closed) */
+    int   fd;             /* the fd wait returns (the fd transport: our
+                             duplicate of the caller's; -1: closed) */
+    int   fd_out;         /* a second fd wait may return (a custom
+                             transport's write side), or -1; both are
+                             fixed for the transport's life */
     bool  is_socket;      /* decided once, at creation */
     void *ctx;            /* other transports: their own state */
 };
+
+/*
+ * SIGPIPE around a write that cannot say MSG_NOSIGNAL (the fd transport
+ * on a pipe, a custom transport's functions): blocked in the calling
+ * thread only, and a SIGPIPE the write raised is consumed before the mask
+ * is restored (got_epipe: one may be pending; one that was pending before
+ * is left alone).  The process disposition is never touched.
+ */
+typedef struct negstream__sigpipe_guard {
+    sigset_t old;
+    bool     active, was_pending;
+} negstream__sigpipe_guard;
+
+void negstream__sigpipe_block(negstream__sigpipe_guard *g);
+void negstream__sigpipe_restore(negstream__sigpipe_guard *g,
+                                bool got_epipe);
 
 /*
  * The fd transport on a duplicate of fd (F_DUPFD_CLOEXEC).  Returns 0, or

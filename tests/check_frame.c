@@ -834,6 +834,14 @@ START_TEST(options_sizes)
     ck_assert_uint_eq(offsetof(negstream_server_options, struct_version),
                       offsetof(negstream_server_options, mechanism) +
                       sizeof(const char *));
+    /* the transport table: stamped first, the last size covering all */
+    ck_assert_uint_eq(negstream__io_size(0), 0);
+    for (v = 1; v < NEGSTREAM_IO_VERSION; v++)
+        ck_assert_uint_lt(negstream__io_size(v), negstream__io_size(v + 1));
+    ck_assert_uint_lt(sizeof(negstream_io) -
+                      negstream__io_size(NEGSTREAM_IO_VERSION), 8);
+    ck_assert_uint_eq(negstream__io_size(NEGSTREAM_IO_VERSION + 1), 0);
+    ck_assert_uint_eq(offsetof(negstream_io, struct_version), 0);
 }
 END_TEST
 
@@ -890,6 +898,49 @@ START_TEST(options_init_writes_only_its_version)
     ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
     negstream_client_options_init(NULL);
     negstream_server_options_init(NULL);
+}
+END_TEST
+
+/* The transport table (negstream_io) the same way: _init writes its
+ * version's bytes only, with the defaults; an import takes the fields of
+ * the stamped version and refuses an unstamped or newer table. */
+START_TEST(io_init_and_import)
+{
+    unsigned char buf[sizeof(negstream_io) + 32];
+    negstream_io io, got;
+    negstream_error e;
+    size_t i;
+
+    memset(buf, 0xa5, sizeof(buf));
+    negstream_io_init_version((negstream_io *)buf, NEGSTREAM_IO_VERSION + 3);
+    for (i = negstream__io_size(NEGSTREAM_IO_VERSION); i < sizeof(buf); i++)
+        ck_assert_int_eq(buf[i], 0xa5);
+
+    negstream_io_init(&io);
+    ck_assert_uint_eq(io.flags, 0);
+    ck_assert_int_eq(io.read_fd, -1);
+    ck_assert_int_eq(io.write_fd, -1);
+    ck_assert(io.read == NULL && io.write == NULL);
+    ck_assert(io.shutdown == NULL && io.close == NULL);
+    io.read_fd = 7;
+    io.flags = NEGSTREAM_IO_CONCURRENT;
+    ck_assert_int_eq(negstream__io_import(&got, &io, &e), 0);
+    ck_assert_int_eq(got.read_fd, 7);
+    ck_assert_uint_eq(got.flags, NEGSTREAM_IO_CONCURRENT);
+    ck_assert_int_eq(got.write_fd, -1);
+
+    /* unstamped (zeros), and from a newer header */
+    memset(&io, 0, sizeof(io));
+    ck_assert_int_eq(negstream__io_import(&got, &io, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    ck_assert_msg(strstr(e.message, "negstream_io_init()") != NULL, "%s",
+                  e.message);
+    negstream_io_init_version(&io, NEGSTREAM_IO_VERSION + 1);
+    ck_assert_int_eq(negstream__io_import(&got, &io, &e), -1);
+    ck_assert_int_eq(e.code, NEGSTREAM_E_ARGUMENT);
+    ck_assert_msg(strstr(e.message, "newer negstream.h") != NULL, "%s",
+                  e.message);
+    negstream_io_init(NULL);
 }
 END_TEST
 
@@ -1251,6 +1302,7 @@ static Suite *frame_suite(void)
     tc = tcase_create("options");
     tcase_add_test(tc, options_sizes);
     tcase_add_test(tc, options_init_writes_only_its_version);
+    tcase_add_test(tc, io_init_and_import);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("trace");

@@ -6,13 +6,22 @@
 #if HAVE_OPENSSL
 
 #include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "testutil.h"
 #include "tlsutil.h"
 
 static const char *ssl_error_text(void)
@@ -134,6 +143,166 @@ void tt_pair_free(SSL *client, SSL *server)
 {
     SSL_free(client);
     SSL_free(server);
+}
+
+void tt_tcp_pair(X509 *cert, EVP_PKEY *key, SSL **client, SSL **server,
+                 int fds[2])
+{
+    int round, c = 0, s = 0;
+
+    tu_tcp_pair(fds);
+    ck_assert_int_eq(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
+    ck_assert_int_eq(fcntl(fds[1], F_SETFL, O_NONBLOCK), 0);
+    *client = new_ssl(false, NULL, NULL, 1);
+    *server = new_ssl(true, cert, key, 1);
+    ck_assert(SSL_set_fd(*client, fds[0]) == 1);
+    ck_assert(SSL_set_fd(*server, fds[1]) == 1);
+    SSL_set_connect_state(*client);
+    SSL_set_accept_state(*server);
+    /* Each side goes as far as it can; poll when neither can. */
+    for (round = 0; round < 2000 && (c != 1 || s != 1); round++) {
+        struct pollfd pfd[2];
+
+        if (c != 1) {
+            c = SSL_do_handshake(*client);
+            ck_assert_msg(c == 1 || SSL_get_error(*client, c) ==
+                          SSL_ERROR_WANT_READ, "client handshake: %s",
+                          ssl_error_text());
+        }
+        if (s != 1) {
+            s = SSL_do_handshake(*server);
+            ck_assert_msg(s == 1 || SSL_get_error(*server, s) ==
+                          SSL_ERROR_WANT_READ, "server handshake: %s",
+                          ssl_error_text());
+        }
+        pfd[0].fd = fds[0];
+        pfd[1].fd = fds[1];
+        pfd[0].events = pfd[1].events = POLLIN;
+        if (c != 1 || s != 1)
+            poll(pfd, 2, 10);
+    }
+    ck_assert_msg(c == 1 && s == 1, "TLS handshake over TCP did not finish");
+}
+
+/* ---- the relay ---------------------------------------------------------- */
+
+struct tt_relay {
+    pthread_t thread;
+    SSL      *a, *b;        /* a: faces the client; b: faces the server */
+    int       afd, bfd;
+    int       stop[2];      /* the test writes a byte to stop the thread */
+    bool      done[2];      /* a->b, b->a ended */
+};
+
+/* Writes n bytes to 'to', waiting for its socket; false on failure. */
+static bool relay_write(SSL *to, int fd, const unsigned char *p, int n)
+{
+    while (n > 0) {
+        int w = SSL_write(to, p, n);
+        struct pollfd pfd;
+
+        if (w > 0) {
+            p += w;
+            n -= w;
+            continue;
+        }
+        pfd.fd = fd;
+        switch (SSL_get_error(to, w)) {
+        case SSL_ERROR_WANT_WRITE:
+            pfd.events = POLLOUT;
+            break;
+        case SSL_ERROR_WANT_READ:
+            pfd.events = POLLIN;
+            break;
+        default:
+            return false;
+        }
+        poll(&pfd, 1, 100);
+    }
+    return true;
+}
+
+/* Moves what 'from' has to 'to'; false once 'from' has ended. */
+static bool relay_pump(SSL *from, SSL *to, int to_fd)
+{
+    unsigned char buf[16384];
+
+    for (;;) {
+        int n = SSL_read(from, buf, sizeof(buf));
+
+        if (n > 0) {
+            if (!relay_write(to, to_fd, buf, n))
+                return false;
+            continue;
+        }
+        if (SSL_get_error(from, n) == SSL_ERROR_WANT_READ)
+            return true;
+        /* The end (or an error): pass the end on. */
+        SSL_shutdown(to);
+        shutdown(to_fd, SHUT_WR);
+        return false;
+    }
+}
+
+static void *relay_main(void *arg)
+{
+    tt_relay *r = arg;
+
+    while (!r->done[0] || !r->done[1]) {
+        struct pollfd pfd[3];
+
+        pfd[0].fd = r->afd;
+        pfd[1].fd = r->bfd;
+        pfd[2].fd = r->stop[0];
+        pfd[0].events = pfd[1].events = pfd[2].events = POLLIN;
+        if (r->done[0])
+            pfd[0].fd = -1;
+        if (r->done[1])
+            pfd[1].fd = -1;
+        if (poll(pfd, 3, 1000) < 0 && errno != EINTR)
+            break;
+        if (pfd[2].revents != 0)
+            break;
+        if (!r->done[0] && !relay_pump(r->a, r->b, r->bfd))
+            r->done[0] = true;
+        if (!r->done[1] && !relay_pump(r->b, r->a, r->afd))
+            r->done[1] = true;
+    }
+    return NULL;
+}
+
+tt_relay *tt_relay_start(X509 *relay_cert, EVP_PKEY *relay_key,
+                         X509 *srv_cert, EVP_PKEY *srv_key, SSL **client,
+                         int *cfd, SSL **server, int *sfd)
+{
+    tt_relay *r = calloc(1, sizeof(*r));
+    int fa[2], fb[2];
+
+    ck_assert_ptr_nonnull(r);
+    tt_tcp_pair(relay_cert, relay_key, client, &r->a, fa);
+    tt_tcp_pair(srv_cert, srv_key, &r->b, server, fb);
+    *cfd = fa[0];
+    r->afd = fa[1];
+    r->bfd = fb[0];
+    *sfd = fb[1];
+    ck_assert_int_eq(pipe(r->stop), 0);
+    ck_assert_int_eq(pthread_create(&r->thread, NULL, relay_main, r), 0);
+    return r;
+}
+
+void tt_relay_stop(tt_relay *r)
+{
+    char b = 0;
+
+    ck_assert_int_eq(write(r->stop[1], &b, 1), 1);
+    pthread_join(r->thread, NULL);
+    SSL_free(r->a);
+    SSL_free(r->b);
+    close(r->afd);
+    close(r->bfd);
+    close(r->stop[0]);
+    close(r->stop[1]);
+    free(r);
 }
 
 const char *tt_hex(const unsigned char *p, size_t n)

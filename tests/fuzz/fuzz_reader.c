@@ -23,6 +23,13 @@
  *   7 EMPTY         wraps 0 bytes and sends the frame
  * Then the peer shuts its side down and the stream is read to the end.
  *
+ * Each input runs twice: on a stream over the socket (negstream_new),
+ * and on a stream over a custom transport on the same kind of socket
+ * (negstream_new_io, tests/iotransport.c) that returns at most 'piece'
+ * bytes per read and says "would block" every few calls although data
+ * waits, piece and the rhythm derived from the input: the reader's
+ * promises hold through the transport table too.
+ *
  * Promises checked (a broken one aborts, reported as a crash):
  *  - the reader delivers exactly the plaintext of the frames the peer
  *    sent in order before its first deviation (garbage, a changed,
@@ -49,6 +56,7 @@
 
 #include "frame.h"
 #include "gss.h"
+#include "iotransport.h"
 #include "stream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -205,12 +213,24 @@ static gss_ctx_id_t import_ctx(gss_buffer_desc *tok)
     return ctx;
 }
 
-/* A new stream on fd in the state a real authentication leaves. */
-static negstream *authenticated_stream(int fd, const level_tmpl *t)
+/* A new stream on fd in the state a real authentication leaves: on fd
+ * itself (piece 0), or through a custom transport that owns fd, reads at
+ * most piece bytes per call and says "would block" every wb_every-th
+ * call. */
+static negstream *authenticated_stream(int fd, const level_tmpl *t,
+                                       size_t piece, unsigned wb_every,
+                                       void **ctxp)
 {
     negstream_error e;
-    negstream *s = negstream_new(fd, false, &e);
+    negstream *s;
 
+    if (piece == 0) {
+        s = negstream_new(fd, false, &e);
+    } else {
+        negstream_io io;
+        *ctxp = tio_socket_new(fd, piece, wb_every, &io);
+        s = negstream_new_io(&io, *ctxp, &e);
+    }
     CHECK(s != NULL);
     s->gss = t->server_gss;
     s->gss.ctx = import_ctx((gss_buffer_desc *)&t->server_ctx);
@@ -478,16 +498,18 @@ static void read_all(negstream *s, const peer *p)
     CHECK(got == p->expect_len);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* One run of the script in data[0..size) against a stream on fd
+ * (piece 0) or on a custom transport (see authenticated_stream). */
+static void run_one(const uint8_t *data, size_t size, size_t piece,
+                    unsigned wb_every)
 {
     static peer p;
     static uint8_t expect[SEND_CAP];
     const level_tmpl *t;
     negstream *s;
+    void *ctx = NULL;
     int fds[2], sz = 1 << 20;
 
-    if (size < 1)
-        return 0;
     t = &tmpl[data[0] & 1];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
     /* Room for SEND_CAP bytes, so the peer never waits for the reader. */
@@ -507,14 +529,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     p.expect_len = 0;
     p.last_len = 0;
     p.ncounts = 0;
-    s = authenticated_stream(fds[1], t);
+    s = authenticated_stream(fds[1], t, piece, wb_every, &ctx);
 
     run_script(&p);
     shutdown(fds[0], SHUT_WR);
     read_all(s, &p);
 
-    negstream_close(s);
+    negstream_close(s);     /* closes fds[1] (either way) */
+    if (ctx != NULL) {
+        tio_hooks *h = TIO_HOOKS(ctx);
+
+        /* The reads went through the table, with their "would block"
+         * answers; close came once, and nothing after it. */
+        CHECK(atomic_load(&h->reads) > 0);
+        CHECK(atomic_load(&h->would_blocks) > 0);
+        CHECK(atomic_load(&h->closes) == 1);
+        CHECK(atomic_load(&h->after_close) == 0);
+        tio_free(ctx);
+    }
     close(fds[0]);
     negstream__gss_free(&p.g);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    uint32_t h = 2166136261u;           /* FNV-1a of the input */
+    size_t i;
+
+    if (size < 1)
+        return 0;
+    run_one(data, size, 0, 0);
+    for (i = 0; i < size; i++)
+        h = (h ^ data[i]) * 16777619u;
+    /* 1..4096 bytes per read, "would block" every 2nd to 6th call */
+    run_one(data, size, 1 + h % 4096, 2 + (h >> 12) % 5);
     return 0;
 }
