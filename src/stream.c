@@ -105,6 +105,27 @@ static void stream_setup(negstream *s)
     negstream__reasm_init(&s->rr, NEGSTREAM__REASM_DATA);
 }
 
+/* A zeroed stream, or NULL (err set). */
+static negstream *stream_alloc(negstream_error *err)
+{
+    negstream *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        negstream__err_set(err, NEGSTREAM_E_NOMEM,
+                           "out of memory allocating a stream");
+    return s;
+}
+
+/* Frees a stream from stream_alloc whose transport could not be set up,
+ * passes that error on; returns NULL. */
+static negstream *stream_discard(negstream *s, const negstream_error *e,
+                                 negstream_error *err)
+{
+    free(s);
+    negstream__err_copy(err, e);
+    return NULL;
+}
+
 /*
  * The stream works on its own duplicate of fd, so that after
  * negstream_close nothing of the library ever touches the number fd
@@ -126,17 +147,11 @@ negstream *negstream_new(int fd, bool leave_inner_open, negstream_error *err)
                            "fd %d is not open", fd);
         return NULL;
     }
-    s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        negstream__err_set(err, NEGSTREAM_E_NOMEM,
-                           "out of memory allocating a stream");
+    s = stream_alloc(err);
+    if (s == NULL)
         return NULL;
-    }
-    if (negstream__transport_fd(&s->tr, fd, &e) < 0) {
-        free(s);
-        negstream__err_copy(err, &e);
-        return NULL;
-    }
+    if (negstream__transport_fd(&s->tr, fd, &e) < 0)
+        return stream_discard(s, &e, err);
     stream_setup(s);
     s->user_fd = fd;
     s->leave_inner_open = leave_inner_open;
@@ -162,17 +177,11 @@ negstream *negstream_new_io(const negstream_io *io, void *ctx,
         negstream__err_set(err, NEGSTREAM_E_ARGUMENT_NULL, "io is NULL");
         return NULL;
     }
-    s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        negstream__err_set(err, NEGSTREAM_E_NOMEM,
-                           "out of memory allocating a stream");
+    s = stream_alloc(err);
+    if (s == NULL)
         return NULL;
-    }
-    if (negstream__transport_io(&s->tr, io, ctx, &e) < 0) {
-        free(s);
-        negstream__err_copy(err, &e);
-        return NULL;
-    }
+    if (negstream__transport_io(&s->tr, io, ctx, &e) < 0)
+        return stream_discard(s, &e, err);
     stream_setup(s);
     s->leave_inner_open = true;     /* nothing of the caller's to close */
     if (s->tr.fd_out >= 0)

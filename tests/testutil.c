@@ -253,6 +253,59 @@ void tu_reader_join(tu_reader *r)
     pthread_join(r->thread, NULL);
 }
 
+/* The next read's begin gets an error structure of its own: once it has
+ * queued the read, that read's callback may run on another worker, end
+ * the chain and let the test return while begin still fills its err (the
+ * chain is often on the test's stack: that write would land in a dead
+ * frame, or race with the callback's). */
+static void chain_cb(negstream_async *ar)
+{
+    tu_chain *x = negstream_async_state(ar);
+    ssize_t n = negstream_end_read(x->s, ar, &x->e);
+    negstream_error be;
+
+    if (n <= 0) {
+        atomic_store(&x->over, -1);
+        return;
+    }
+    x->hash = tu_fnv(x->hash, x->buf, (size_t)n);
+    x->got += (size_t)n;
+    if (x->got == x->want) {
+        atomic_store(&x->over, 1);
+        return;
+    }
+    if (negstream_begin_read(x->s, x->buf, x->chunk, 0, (ssize_t)x->chunk,
+                             chain_cb, x, &be) == NULL) {
+        x->e = be;
+        atomic_store(&x->over, -1);
+    }
+}
+
+void tu_chain_start(tu_chain *x, negstream *s, size_t chunk, size_t want)
+{
+    negstream_error e;
+
+    ck_assert_uint_le(chunk, sizeof(x->buf));
+    memset(x, 0, sizeof(*x));
+    x->s = s;
+    x->chunk = chunk;
+    x->want = want;
+    x->hash = TU_FNV_INIT;
+    ck_assert_msg(negstream_begin_read(s, x->buf, chunk, 0, (ssize_t)chunk,
+                                       chain_cb, x, &e) != NULL,
+                  "read chain: %s", e.message);
+}
+
+void tu_chain_wait(tu_chain *x, const uint8_t *data, int ms)
+{
+    while (atomic_load(&x->over) == 0 && ms-- > 0)
+        usleep(1000);
+    ck_assert_msg(atomic_load(&x->over) == 1, "read chain: %s after %zu of "
+                  "%zu bytes", atomic_load(&x->over) == 0 ? "no end" :
+                  x->e.message, x->got, x->want);
+    ck_assert(x->hash == tu_fnv(TU_FNV_INIT, data, x->want));
+}
+
 static void *zero_read_main(void *p)
 {
     tu_zero_read *z = p;

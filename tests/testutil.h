@@ -7,6 +7,7 @@
 #define NEGSTREAM_TESTUTIL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -96,6 +97,24 @@ typedef struct tu_reader {
 
 void tu_reader_start(tu_reader *r, negstream *s, size_t chunk, size_t limit);
 void tu_reader_join(tu_reader *r);
+
+/* A chain of negstream_begin_read calls, each issued from the previous
+ * one's callback on a worker, hashing what it gets, until 'want' bytes
+ * have arrived ('over' 1) or a read failed or met the end ('over' -1, the
+ * error in 'e').  tu_chain_wait waits up to 'ms' milliseconds, then
+ * asserts that the chain completed and that it got exactly data[0..want). */
+typedef struct tu_chain {
+    negstream      *s;
+    uint8_t         buf[8192];
+    size_t          chunk;          /* each read's size, <= sizeof buf */
+    size_t          want, got;
+    uint64_t        hash;
+    atomic_int      over;
+    negstream_error e;
+} tu_chain;
+
+void tu_chain_start(tu_chain *x, negstream *s, size_t chunk, size_t want);
+void tu_chain_wait(tu_chain *x, const uint8_t *data, int ms);
 
 /* A thread blocked in a 0-byte negstream_read on s: start it, ask whether
  * it has returned, join it (returns what the read returned). */

@@ -115,6 +115,17 @@ void tt_pair_new(X509 *cert, EVP_PKEY *key, int seclevel, SSL **client,
     SSL_set_accept_state(*server);
 }
 
+/* One step of one side's TLS handshake, unless it has finished (*rc 1):
+ * it may finish or want to read, nothing else. */
+static void handshake_step(SSL *ssl, int *rc, const char *who)
+{
+    if (*rc == 1)
+        return;
+    *rc = SSL_do_handshake(ssl);
+    ck_assert_msg(*rc == 1 || SSL_get_error(ssl, *rc) == SSL_ERROR_WANT_READ,
+                  "%s handshake: %s", who, ssl_error_text());
+}
+
 /* Each side runs until it needs the other; a few rounds finish TLS 1.3. */
 void tt_pair(X509 *cert, EVP_PKEY *key, int seclevel, SSL **client,
              SSL **server)
@@ -123,18 +134,8 @@ void tt_pair(X509 *cert, EVP_PKEY *key, int seclevel, SSL **client,
 
     tt_pair_new(cert, key, seclevel, client, server);
     for (round = 0; round < 20 && (c != 1 || s != 1); round++) {
-        if (c != 1) {
-            c = SSL_do_handshake(*client);
-            ck_assert_msg(c == 1 || SSL_get_error(*client, c) ==
-                          SSL_ERROR_WANT_READ, "client handshake: %s",
-                          ssl_error_text());
-        }
-        if (s != 1) {
-            s = SSL_do_handshake(*server);
-            ck_assert_msg(s == 1 || SSL_get_error(*server, s) ==
-                          SSL_ERROR_WANT_READ, "server handshake: %s",
-                          ssl_error_text());
-        }
+        handshake_step(*client, &c, "client");
+        handshake_step(*server, &s, "server");
     }
     ck_assert_msg(c == 1 && s == 1, "TLS handshake did not finish");
 }
@@ -163,18 +164,8 @@ void tt_tcp_pair(X509 *cert, EVP_PKEY *key, SSL **client, SSL **server,
     for (round = 0; round < 2000 && (c != 1 || s != 1); round++) {
         struct pollfd pfd[2];
 
-        if (c != 1) {
-            c = SSL_do_handshake(*client);
-            ck_assert_msg(c == 1 || SSL_get_error(*client, c) ==
-                          SSL_ERROR_WANT_READ, "client handshake: %s",
-                          ssl_error_text());
-        }
-        if (s != 1) {
-            s = SSL_do_handshake(*server);
-            ck_assert_msg(s == 1 || SSL_get_error(*server, s) ==
-                          SSL_ERROR_WANT_READ, "server handshake: %s",
-                          ssl_error_text());
-        }
+        handshake_step(*client, &c, "client");
+        handshake_step(*server, &s, "server");
         pfd[0].fd = fds[0];
         pfd[1].fd = fds[1];
         pfd[0].events = pfd[1].events = POLLIN;

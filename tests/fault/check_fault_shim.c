@@ -177,43 +177,6 @@ END_TEST
 
 /* ---- the event path: the same faults on asynchronous operations ------ */
 
-/* A read chain that hashes what it receives, in the callbacks. */
-typedef struct achain {
-    negstream      *s;
-    uint8_t         buf[7000];
-    size_t          want, got;
-    uint64_t        hash;
-    atomic_int      over;
-    negstream_error e;
-} achain;
-
-/* The next read's begin gets an error structure of its own: once it has
- * queued the read, that read's callback may run on another worker, end
- * the chain and let the test return while begin still fills its err (x
- * is on the test's stack: that write would land in a dead frame). */
-static void achain_cb(negstream_async *ar)
-{
-    achain *x = negstream_async_state(ar);
-    ssize_t n = negstream_end_read(x->s, ar, &x->e);
-    negstream_error be;
-
-    if (n <= 0) {
-        atomic_store(&x->over, -1);
-        return;
-    }
-    x->hash = tu_fnv(x->hash, x->buf, (size_t)n);
-    x->got += (size_t)n;
-    if (x->got == x->want) {
-        atomic_store(&x->over, 1);
-        return;
-    }
-    if (negstream_begin_read(x->s, x->buf, sizeof(x->buf), 0,
-                             sizeof(x->buf), achain_cb, x, &be) == NULL) {
-        x->e = be;
-        atomic_store(&x->over, -1);
-    }
-}
-
 /* A stream on fd: negstream_new, or (via_io) negstream_new_io over
  * tests/iotransport.c's socket transport, whose recv and send the shim
  * disturbs the same way; *ctx: that transport's context (else NULL). */
@@ -264,9 +227,9 @@ START_TEST(test_event_path_one_byte)
     faultshim_stats st;
     uint8_t *data;
     const size_t big = 60000;
-    achain x;
+    tu_chain x;
     tu_auth a;
-    int fds[2], left = 60000;
+    int fds[2];
     int modes = FAULTSHIM_SHORT | (_i % 6 >= 3 ? FAULTSHIM_EAGAIN : 0);
     void *cctx, *sctx;
 
@@ -293,23 +256,13 @@ START_TEST(test_event_path_one_byte)
     data = malloc(big);
     ck_assert_ptr_nonnull(data);
     tu_fill(data, big, 71);
-    memset(&x, 0, sizeof(x));
-    x.s = s;
-    x.want = big;
-    x.hash = TU_FNV_INIT;
-    ck_assert_ptr_nonnull(negstream_begin_read(s, x.buf, sizeof(x.buf), 0,
-                                               sizeof(x.buf), achain_cb, &x,
-                                               &e));
+    tu_chain_start(&x, s, 7000, big);
     wa = negstream_begin_write(c, data, big, 0, (ssize_t)big, NULL, NULL,
                                &e);
     ck_assert_ptr_nonnull(wa);
     ck_assert_msg(negstream_end_write(c, wa, &e) == 0, "write: %s",
                   e.message);
-    while (atomic_load(&x.over) == 0 && left-- > 0)
-        usleep(1000);
-    ck_assert_msg(atomic_load(&x.over) == 1, "read chain: %s", x.e.message);
-    ck_assert_uint_eq(x.got, big);
-    ck_assert(x.hash == tu_fnv(TU_FNV_INIT, data, big));
+    tu_chain_wait(&x, data, 60000);
     shim.io_stats(&st);
     shim.io_disarm_all();
     ck_assert_uint_gt(st.short_io, 1000);
