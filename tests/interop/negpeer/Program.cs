@@ -30,17 +30,20 @@
 //                           key), the NegotiateStream inside it
 //   --tls-trust CERT        client: an SslStream first, to "localhost",
 //                           accepting exactly the PEM certificate CERT
-//   (with TLS, tls=PROTOCOL and cb=HEX are printed: the application data
-//   of the channel's ChannelBinding for ChannelBindingKind.Endpoint,
-//   read from TransportContext.GetChannelBinding)
+//   (with TLS, tls=PROTOCOL is printed, and cb=HEX, the application data
+//   of the ChannelBinding the case uses: the client's from
+//   TransportContext.GetChannelBinding(ChannelBindingKind.Endpoint))
 //   --binding endpoint|none client: pass that ChannelBinding to
 //                           AuthenticateAsClient (default none: null)
 //   --ep-policy Never|WhenSupported|Always   server: an
 //                           ExtendedProtectionPolicy with this enforcement
 //                           (with --ep-binding or --service-names, else
 //                           the constructor without either)
-//   --ep-binding            server: the policy's CustomChannelBinding is
-//                           the SslStream's Endpoint binding
+//   --ep-binding endpoint|cert   server: the policy's CustomChannelBinding:
+//                           endpoint, the SslStream's (GetChannelBinding);
+//                           cert, one made here from the server
+//                           certificate ("tls-server-end-point:" + its
+//                           SHA-256: for SHA-256 signed certificates)
 //   --auth sync|apm|async   AuthenticateAs*, Begin/End, or *Async
 //   --io sync|apm|async     Read/Write, Begin/End (the next call issued
 //                           from the callback), or ReadAsync/WriteAsync
@@ -116,7 +119,7 @@ sealed class CaseOptions
     public string[] ServiceNames;
     public string TlsCert, TlsKey, TlsTrust, Binding = "none";
     public PolicyEnforcement? EpPolicy;
-    public bool EpBinding;
+    public string EpBinding;
     public string Auth = "async", Io = "async", Scenario;
     public List<long> Writes = new List<long>();
     public long Stream, Recv = -2, DropAfter = -1;   // Recv -1: to EOF
@@ -194,7 +197,11 @@ sealed class CaseOptions
             case "--ep-policy":
                 o.EpPolicy = Enum.Parse<PolicyEnforcement>(Val(a, ref i));
                 break;
-            case "--ep-binding": o.EpBinding = true; break;
+            case "--ep-binding":
+                o.EpBinding = Val(a, ref i);
+                if (o.EpBinding != "endpoint" && o.EpBinding != "cert")
+                    throw new ArgumentException("--ep-binding endpoint|cert");
+                break;
             case "--auth": o.Auth = Mode(a, ref i); break;
             case "--io": o.Io = Mode(a, ref i); break;
             case "--writes":
@@ -416,6 +423,39 @@ sealed class FaultStream : Stream
         if (disposing)
             inner.Dispose();
         base.Dispose(disposing);
+    }
+}
+
+// A tls-server-end-point ChannelBinding made by hand from a certificate
+// (SHA-256 of its DER, the hash RFC 5929 prescribes for SHA-256 signed
+// certificates): a SEC_CHANNEL_BINDINGS header of 32 bytes, of which
+// only the application data length and offset are set, then the data.
+sealed class CertBinding : ChannelBinding
+{
+    readonly int size;
+
+    public CertBinding(byte[] der) : base(true)
+    {
+        byte[] prefix = Encoding.ASCII.GetBytes("tls-server-end-point:");
+        byte[] hash = System.Security.Cryptography.SHA256.HashData(der);
+        var raw = new byte[32 + prefix.Length + hash.Length];
+        BitConverter.TryWriteBytes(raw.AsSpan(24),
+                                   prefix.Length + hash.Length);
+        BitConverter.TryWriteBytes(raw.AsSpan(28), 32);
+        prefix.CopyTo(raw, 32);
+        hash.CopyTo(raw, 32 + prefix.Length);
+        size = raw.Length;
+        IntPtr p = Marshal.AllocHGlobal(size);
+        Marshal.Copy(raw, 0, p, size);
+        SetHandle(p);
+    }
+
+    public override int Size => size;
+
+    protected override bool ReleaseHandle()
+    {
+        Marshal.FreeHGlobal(handle);
+        return true;
     }
 }
 
@@ -661,10 +701,11 @@ static class Program
     // The server's ExtendedProtectionPolicy, or null for none.
     static ExtendedProtectionPolicy Policy(CaseOptions o, ChannelBinding cb)
     {
-        if (o.EpPolicy == null && o.ServiceNames == null && !o.EpBinding)
+        if (o.EpPolicy == null && o.ServiceNames == null &&
+            o.EpBinding == null)
             return null;
         var enf = o.EpPolicy ?? PolicyEnforcement.Always;
-        if (o.EpBinding)
+        if (o.EpBinding != null)
             return new ExtendedProtectionPolicy(enf, cb);
         if (o.ServiceNames != null)
             return new ExtendedProtectionPolicy(enf,
@@ -782,9 +823,16 @@ static class Program
                 var ssl = Tls(inner, o, server);
                 inner = ssl;
                 r.Put("tls", ssl.SslProtocol);
-                cb = ssl.TransportContext.GetChannelBinding(
-                    ChannelBindingKind.Endpoint);
-                r.Put("cb", BindingHex(cb));
+                // .NET 10 on Linux: a server's GetChannelBinding(Endpoint)
+                // throws (it looks for a peer certificate); see FINDINGS
+                if (!server || o.EpBinding == "endpoint")
+                    cb = ssl.TransportContext.GetChannelBinding(
+                        ChannelBindingKind.Endpoint);
+                else if (o.EpBinding == "cert")
+                    cb = new CertBinding(ssl.LocalCertificate
+                                            .GetRawCertData());
+                if (cb != null)
+                    r.Put("cb", BindingHex(cb));
             }
             ns = new NegotiateStream(inner, false);
             try {
