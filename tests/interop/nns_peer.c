@@ -48,6 +48,26 @@
  *                         bytes before the cut and then shuts the socket
  *                         down: the peer sees its end in mid-message.
  *
+ * TLS and Extended Protection (a build with OpenSSL; else these options
+ * are a usage error):
+ *   --tls CERT KEY        server: TLS first (PEM files), the stream inside
+ *                         it (examples/tlsio.c); prints tls=VERSION
+ *   --tls-ca CA           client: TLS first, the server's certificate
+ *                         checked against CA (PEM) for the name localhost
+ *   --binding WHAT        the channel bindings, "tls-server-end-point:" +
+ *                         hash (RFC 5929): ssl (of this TLS connection's
+ *                         server certificate), cert:FILE (of the PEM
+ *                         certificate FILE: another channel's), or none
+ *                         (the default); client: what it binds to; server:
+ *                         what it expects.  Printed as cb=HEX.
+ *   --ep-policy P         server: Never (default), WhenSupported, Always;
+ *                         the server prints bound=True|False
+ *                         (negstream_is_channel_bound)
+ *   --store-delegated CC  server: store the client's delegated credential
+ *                         in the ccache CC ("FILE:/path") after
+ *                         authenticating; prints delegated=stored
+ *   --ccache CC           client: Kerberos credentials from the ccache CC
+ *
  * The writes run on the library's worker pool (begin_write/end_write, the
  * callback issuing the next write) while the main thread reads, so both
  * directions flow at once.  "elapsed" is measured from the end of the
@@ -56,6 +76,8 @@
  *
  * Copyright (c) 2026 the libnegstream authors.  MIT licence (COPYING).
  */
+#include "config.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -69,10 +91,19 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "negstream.h"
+#if HAVE_OPENSSL
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "tlsio.h"
+#endif
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
@@ -95,7 +126,15 @@ typedef struct options {
     long long *writes;          /* --writes: sizes, in order */
     size_t nwrites;
     long long delay_ms, drop_after, drop_data_after;
+    const char *tls_cert, *tls_key, *tls_ca;    /* --tls, --tls-ca */
+    const char *binding;                        /* --binding */
+    negstream_extended_protection ep;           /* --ep-policy */
+    const char *store_delegated, *ccache;
 } options;
+
+/* The channel bindings of --binding (cb_len 0: none). */
+static unsigned char cb[NEGSTREAM_CHANNEL_BINDING_MAX];
+static size_t cb_len;
 
 /* The result line: keys in the order they are first set. */
 #define MAX_KEYS 32
@@ -446,6 +485,31 @@ static void parse(int argc, char **argv, options *o)
             o->echo = true;
         } else if (strcmp(a, "--no-hash") == 0) {
             o->hash = false;
+        } else if (strcmp(a, "--tls") == 0) {
+            o->tls_cert = str_arg(argc, argv, &i);
+            o->tls_key = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--tls-ca") == 0) {
+            o->tls_ca = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--binding") == 0) {
+            o->binding = str_arg(argc, argv, &i);
+            if (strcmp(o->binding, "none") != 0 &&
+                strcmp(o->binding, "ssl") != 0 &&
+                strncmp(o->binding, "cert:", 5) != 0)
+                usage("--binding: ssl, cert:FILE or none");
+        } else if (strcmp(a, "--ep-policy") == 0) {
+            p = str_arg(argc, argv, &i);
+            if (strcmp(p, "Never") == 0)
+                o->ep = NEGSTREAM_EXTENDED_PROTECTION_NEVER;
+            else if (strcmp(p, "WhenSupported") == 0)
+                o->ep = NEGSTREAM_EXTENDED_PROTECTION_WHEN_SUPPORTED;
+            else if (strcmp(p, "Always") == 0)
+                o->ep = NEGSTREAM_EXTENDED_PROTECTION_ALWAYS;
+            else
+                usage("--ep-policy: Never, WhenSupported or Always");
+        } else if (strcmp(a, "--store-delegated") == 0) {
+            o->store_delegated = str_arg(argc, argv, &i);
+        } else if (strcmp(a, "--ccache") == 0) {
+            o->ccache = str_arg(argc, argv, &i);
         } else {
             fprintf(stderr, "nns_peer: unknown option %s\n", a);
             usage(NULL);
@@ -462,6 +526,26 @@ static void parse(int argc, char **argv, options *o)
         usage("--echo excludes the --send options and --writes");
     if (o->drop_after >= 0 && o->drop_data_after >= 0)
         usage("--drop-after-bytes and --drop-data-after exclude each other");
+    if (o->tls_cert != NULL && !o->server)
+        usage("--tls CERT KEY is a server option (the client: --tls-ca)");
+    if (o->tls_ca != NULL && o->server)
+        usage("--tls-ca is a client option (the server: --tls CERT KEY)");
+    if ((o->tls_cert != NULL || o->tls_ca != NULL) &&
+        (o->drop_after >= 0 || o->drop_data_after >= 0))
+        usage("--tls and --tls-ca exclude the --drop options");
+    if (o->binding != NULL && strcmp(o->binding, "ssl") == 0 &&
+        o->tls_cert == NULL && o->tls_ca == NULL)
+        usage("--binding ssl needs --tls or --tls-ca");
+    if ((o->ep != NEGSTREAM_EXTENDED_PROTECTION_NEVER ||
+         o->store_delegated != NULL) && !o->server)
+        usage("--ep-policy and --store-delegated are server options");
+    if (o->ccache != NULL && o->server)
+        usage("--ccache is a client option");
+#if !HAVE_OPENSSL
+    if (o->tls_cert != NULL || o->tls_ca != NULL ||
+        (o->binding != NULL && strcmp(o->binding, "none") != 0))
+        usage("--tls, --tls-ca and --binding need a build with OpenSSL");
+#endif
 }
 
 /* ---- sockets ------------------------------------------------------------ */
@@ -688,6 +772,147 @@ static void relay_stop(relay *r)
     pthread_mutex_destroy(&r->mu);
 }
 
+/* ---- TLS and channel bindings (--tls, --tls-ca, --binding) ------------- */
+
+#if HAVE_OPENSSL
+/* The first OpenSSL error queued, as the result's error. */
+static void put_tls_error(const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256];
+
+    if (e != 0)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    else
+        snprintf(buf, sizeof(buf), "no OpenSSL error queued");
+    ERR_clear_error();
+    if (res_error[0] == '\0')
+        snprintf(res_error, sizeof(res_error), "%s: %s", what, buf);
+}
+
+/* The DER form of the PEM certificate at path; NULL on failure (error
+ * set).  OPENSSL_free it. */
+static unsigned char *cert_der(const char *path, int *len)
+{
+    unsigned char *der = NULL;
+    FILE *f = fopen(path, "r");
+    X509 *x;
+
+    if (f == NULL) {
+        snprintf(res_error, sizeof(res_error), "--binding cert:%s: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    *len = x != NULL ? i2d_X509(x, &der) : -1;
+    X509_free(x);
+    if (*len <= 0) {
+        put_tls_error("--binding: reading the PEM certificate");
+        return NULL;
+    }
+    return der;
+}
+
+/* --binding: the bindings into cb and cb_len, printed as cb=HEX; ssl is
+ * the TLS connection (handshake done) or NULL. */
+static int make_binding(const options *o, const SSL *ssl)
+{
+    char hex[2 * sizeof(cb) + 1];
+    negstream_error e;
+    size_t n = sizeof(cb), i;
+    int r;
+
+    if (o->binding == NULL || strcmp(o->binding, "none") == 0)
+        return 0;
+    if (strcmp(o->binding, "ssl") == 0) {
+        r = negstream_channel_binding_from_ssl(ssl, cb, &n, &e);
+    } else {
+        int len;
+        unsigned char *der = cert_der(o->binding + 5, &len);
+
+        if (der == NULL)
+            return -1;
+        r = negstream_channel_binding_from_cert(der, (size_t)len, cb, &n,
+                                                &e);
+        OPENSSL_free(der);
+    }
+    if (r != 0) {
+        put_error("computing the channel bindings failed", &e);
+        return -1;
+    }
+    cb_len = n;
+    for (i = 0; i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", cb[i]);
+    put("cb", "%s", n > 0 ? hex : "-");
+    return 0;
+}
+
+/*
+ * TLS on the connected socket fd (the handshake blocking, bounded by
+ * --timeout), the bindings of --binding, then a stream over the TLS
+ * connection (examples/tlsio.c), which owns it and fd from there.  NULL
+ * on failure, fd closed.
+ */
+static negstream *tls_stream(const options *o, int fd)
+{
+    SSL_CTX *ctx;
+    SSL *ssl = NULL;
+    struct timeval tv;
+    negstream_error e;
+    negstream *s = NULL;
+
+    tv.tv_sec = o->timeout_s;
+    tv.tv_usec = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    ctx = SSL_CTX_new(o->server ? TLS_server_method()
+                                : TLS_client_method());
+    if (ctx == NULL) {
+        put_tls_error("SSL_CTX_new");
+        goto out;
+    }
+    if (o->server &&
+        (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, o->tls_key,
+                                     SSL_FILETYPE_PEM) != 1)) {
+        put_tls_error("loading the TLS certificate and key");
+        goto out;
+    }
+    if (!o->server) {
+        if (SSL_CTX_load_verify_locations(ctx, o->tls_ca, NULL) != 1) {
+            put_tls_error("loading the TLS CA file");
+            goto out;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    ssl = SSL_new(ctx);
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 ||
+        (!o->server && SSL_set1_host(ssl, "localhost") != 1)) {
+        put_tls_error("SSL_new");
+        goto out;
+    }
+    if ((o->server ? SSL_accept(ssl) : SSL_connect(ssl)) != 1) {
+        put_tls_error("the TLS handshake");
+        goto out;
+    }
+    put("tls", "%s", SSL_get_version(ssl));
+    if (make_binding(o, ssl) < 0)
+        goto out;
+    s = tlsio_stream(ssl, fd, &e);
+    ssl = NULL;                         /* the stream's, or released */
+    fd = -1;
+    if (s == NULL)
+        put_error("negstream_new_io failed", &e);
+out:
+    SSL_free(ssl);
+    if (fd >= 0)
+        close(fd);
+    SSL_CTX_free(ctx);                  /* the SSL holds a reference */
+    return s;
+}
+#endif
+
 /* ---- the session -------------------------------------------------------- */
 
 static const char *imp_name(negstream_impersonation i)
@@ -716,6 +941,9 @@ static int authenticate(negstream *s, const options *o)
         so.mechanism = o->mech;
         if (o->impersonation_set)
             so.impersonation = o->impersonation;
+        so.extended_protection = o->ep;
+        so.channel_binding = cb_len > 0 ? cb : NULL;
+        so.channel_binding_len = cb_len;
         r = negstream_authenticate_as_server(s, &so, &e);
     } else {
         negstream_client_options co;
@@ -729,6 +957,9 @@ static int authenticate(negstream *s, const options *o)
         co.password = o->password;
         if (o->impersonation_set)
             co.impersonation = o->impersonation;
+        co.channel_binding = cb_len > 0 ? cb : NULL;
+        co.channel_binding_len = cb_len;
+        co.ccache_name = o->ccache;
         r = negstream_authenticate_as_client(s, &co, &e);
     }
     put("authenticated", "%s", negstream_is_authenticated(s) ? "True"
@@ -744,6 +975,16 @@ static int authenticate(negstream *s, const options *o)
     put("impersonation", "%s", imp_name(negstream_impersonation_level(s)));
     put("remote", "%s", negstream_remote_identity(s));
     put("remote_type", "%s", negstream_authentication_type(s));
+    if (o->server)
+        put("bound", "%s", negstream_is_channel_bound(s) ? "True" : "False");
+    if (o->store_delegated != NULL) {
+        if (negstream_store_delegated_credentials(s, o->store_delegated,
+                                                  &e) < 0) {
+            put_error("storing the delegated credentials failed", &e);
+            return -1;
+        }
+        put("delegated", "stored");
+    }
     return 0;
 }
 
@@ -895,7 +1136,17 @@ int main(int argc, char **argv)
         snprintf(res_error, sizeof(res_error), "no connection");
         goto out;
     }
-    if (o.drop_after >= 0 || o.drop_data_after >= 0) {
+#if HAVE_OPENSSL
+    if (o.tls_cert != NULL || o.tls_ca != NULL) {
+        s = tls_stream(&o, fd);
+        if (s == NULL)
+            goto out;
+    } else if (make_binding(&o, NULL) < 0) {
+        close(fd);
+        goto out;
+    }
+#endif
+    if (s == NULL && (o.drop_after >= 0 || o.drop_data_after >= 0)) {
         relaying = true;
         fd = relay_start(&rl, fd, o.drop_after);
         if (fd < 0) {
@@ -905,11 +1156,13 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    s = negstream_new(fd, false, &e);
     if (s == NULL) {
-        close(fd);
-        put_error("negstream_new failed", &e);
-        goto out;
+        s = negstream_new(fd, false, &e);
+        if (s == NULL) {
+            close(fd);
+            put_error("negstream_new failed", &e);
+            goto out;
+        }
     }
     if (o.timeout_s > 0 &&
         negstream_set_timeouts(s, o.timeout_s * 1000, o.timeout_s * 1000,

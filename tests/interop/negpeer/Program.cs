@@ -24,8 +24,26 @@
 //   --empty-credential      client: NetworkCredential("", "", "")
 //   --impersonation L       client: allowed level; server: required level
 //                           (Identification, Impersonation, Delegation)
-//   --service-names A,B     server: an ExtendedProtectionPolicy (Always)
-//                           with these service names
+//   --service-names A,B     server: an ExtendedProtectionPolicy (Always,
+//                           or --ep-policy) with these service names
+//   --tls CERT,KEY          server: an SslStream first (PEM certificate and
+//                           key), the NegotiateStream inside it
+//   --tls-trust CERT        client: an SslStream first, to "localhost",
+//                           accepting exactly the PEM certificate CERT
+//   (with TLS, tls=PROTOCOL is printed, and cb=HEX, the application data
+//   of the ChannelBinding the case uses: the client's from
+//   TransportContext.GetChannelBinding(ChannelBindingKind.Endpoint))
+//   --binding endpoint|none client: pass that ChannelBinding to
+//                           AuthenticateAsClient (default none: null)
+//   --ep-policy Never|WhenSupported|Always   server: an
+//                           ExtendedProtectionPolicy with this enforcement
+//                           (with --ep-binding or --service-names, else
+//                           the constructor without either)
+//   --ep-binding endpoint|cert   server: the policy's CustomChannelBinding:
+//                           endpoint, the SslStream's (GetChannelBinding);
+//                           cert, one made here from the server
+//                           certificate ("tls-server-end-point:" + its
+//                           SHA-256: for SHA-256 signed certificates)
 //   --auth sync|apm|async   AuthenticateAs*, Begin/End, or *Async
 //   --io sync|apm|async     Read/Write, Begin/End (the next call issued
 //                           from the callback), or ReadAsync/WriteAsync
@@ -65,7 +83,10 @@ using System.IO;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Security.Authentication;
 using System.Security.Authentication.ExtendedProtection;
+using System.Security.Cryptography.X509Certificates;
 using System.Security.Principal;
 using System.Text;
 using System.Threading;
@@ -96,6 +117,9 @@ sealed class CaseOptions
     public TokenImpersonationLevel Impersonation =
         TokenImpersonationLevel.Identification;
     public string[] ServiceNames;
+    public string TlsCert, TlsKey, TlsTrust, Binding = "none";
+    public PolicyEnforcement? EpPolicy;
+    public string EpBinding;
     public string Auth = "async", Io = "async", Scenario;
     public List<long> Writes = new List<long>();
     public long Stream, Recv = -2, DropAfter = -1;   // Recv -1: to EOF
@@ -155,6 +179,28 @@ sealed class CaseOptions
                 break;
             case "--service-names":
                 o.ServiceNames = Val(a, ref i).Split(',');
+                break;
+            case "--tls": {
+                string[] f = Val(a, ref i).Split(',');
+                if (f.Length != 2)
+                    throw new ArgumentException("--tls CERT,KEY");
+                o.TlsCert = f[0];
+                o.TlsKey = f[1];
+                break;
+            }
+            case "--tls-trust": o.TlsTrust = Val(a, ref i); break;
+            case "--binding":
+                o.Binding = Val(a, ref i);
+                if (o.Binding != "endpoint" && o.Binding != "none")
+                    throw new ArgumentException("--binding endpoint|none");
+                break;
+            case "--ep-policy":
+                o.EpPolicy = Enum.Parse<PolicyEnforcement>(Val(a, ref i));
+                break;
+            case "--ep-binding":
+                o.EpBinding = Val(a, ref i);
+                if (o.EpBinding != "endpoint" && o.EpBinding != "cert")
+                    throw new ArgumentException("--ep-binding endpoint|cert");
                 break;
             case "--auth": o.Auth = Mode(a, ref i); break;
             case "--io": o.Io = Mode(a, ref i); break;
@@ -377,6 +423,39 @@ sealed class FaultStream : Stream
         if (disposing)
             inner.Dispose();
         base.Dispose(disposing);
+    }
+}
+
+// A tls-server-end-point ChannelBinding made by hand from a certificate
+// (SHA-256 of its DER, the hash RFC 5929 prescribes for SHA-256 signed
+// certificates): a SEC_CHANNEL_BINDINGS header of 32 bytes, of which
+// only the application data length and offset are set, then the data.
+sealed class CertBinding : ChannelBinding
+{
+    readonly int size;
+
+    public CertBinding(byte[] der) : base(true)
+    {
+        byte[] prefix = Encoding.ASCII.GetBytes("tls-server-end-point:");
+        byte[] hash = System.Security.Cryptography.SHA256.HashData(der);
+        var raw = new byte[32 + prefix.Length + hash.Length];
+        BitConverter.TryWriteBytes(raw.AsSpan(24),
+                                   prefix.Length + hash.Length);
+        BitConverter.TryWriteBytes(raw.AsSpan(28), 32);
+        prefix.CopyTo(raw, 32);
+        hash.CopyTo(raw, 32 + prefix.Length);
+        size = raw.Length;
+        IntPtr p = Marshal.AllocHGlobal(size);
+        Marshal.Copy(raw, 0, p, size);
+        SetHandle(p);
+    }
+
+    public override int Size => size;
+
+    protected override bool ReleaseHandle()
+    {
+        Marshal.FreeHGlobal(handle);
+        return true;
     }
 }
 
@@ -619,14 +698,29 @@ static class Program
         return CredentialCache.DefaultNetworkCredentials;
     }
 
-    static void Authenticate(NegotiateStream ns, CaseOptions o, bool server)
+    // The server's ExtendedProtectionPolicy, or null for none.
+    static ExtendedProtectionPolicy Policy(CaseOptions o, ChannelBinding cb)
+    {
+        if (o.EpPolicy == null && o.ServiceNames == null &&
+            o.EpBinding == null)
+            return null;
+        var enf = o.EpPolicy ?? PolicyEnforcement.Always;
+        if (o.EpBinding != null)
+            return new ExtendedProtectionPolicy(enf, cb);
+        if (o.ServiceNames != null)
+            return new ExtendedProtectionPolicy(enf,
+                ProtectionScenario.TransportSelected,
+                new ServiceNameCollection(o.ServiceNames));
+        return new ExtendedProtectionPolicy(enf);
+    }
+
+    // cb: the channel's binding (TLS), or null.
+    static void Authenticate(NegotiateStream ns, CaseOptions o, bool server,
+                             ChannelBinding cb)
     {
         if (server) {
             var cred = CredentialCache.DefaultNetworkCredentials;
-            ExtendedProtectionPolicy pol = o.ServiceNames == null ? null :
-                new ExtendedProtectionPolicy(PolicyEnforcement.Always,
-                    ProtectionScenario.TransportSelected,
-                    new ServiceNameCollection(o.ServiceNames));
+            ExtendedProtectionPolicy pol = Policy(o, cb);
             switch (o.Auth) {
             case "sync":
                 if (pol != null)
@@ -636,11 +730,11 @@ static class Program
                     ns.AuthenticateAsServer(cred, o.Level, o.Impersonation);
                 return;
             case "apm":
-                WaitApm(cb => pol != null
+                WaitApm(acb => pol != null
                     ? ns.BeginAuthenticateAsServer(cred, pol, o.Level,
-                          o.Impersonation, cb, null)
+                          o.Impersonation, acb, null)
                     : ns.BeginAuthenticateAsServer(cred, o.Level,
-                          o.Impersonation, cb, null),
+                          o.Impersonation, acb, null),
                     ar => ns.EndAuthenticateAsServer(ar));
                 return;
             default:
@@ -654,18 +748,21 @@ static class Program
             }
         } else {
             var cred = ClientCredential(o);
+            ChannelBinding bind = o.Binding == "endpoint" ? cb : null;
+            if (o.Binding == "endpoint" && cb == null)
+                throw new ArgumentException("--binding endpoint needs TLS");
             switch (o.Auth) {
             case "sync":
-                ns.AuthenticateAsClient(cred, null, o.Target, o.Level,
+                ns.AuthenticateAsClient(cred, bind, o.Target, o.Level,
                                         o.Impersonation);
                 return;
             case "apm":
-                WaitApm(cb => ns.BeginAuthenticateAsClient(cred, null,
-                            o.Target, o.Level, o.Impersonation, cb, null),
+                WaitApm(acb => ns.BeginAuthenticateAsClient(cred, bind,
+                            o.Target, o.Level, o.Impersonation, acb, null),
                         ar => ns.EndAuthenticateAsClient(ar));
                 return;
             default:
-                ns.AuthenticateAsClientAsync(cred, null, o.Target, o.Level,
+                ns.AuthenticateAsClientAsync(cred, bind, o.Target, o.Level,
                                              o.Impersonation)
                   .GetAwaiter().GetResult();
                 return;
@@ -712,8 +809,9 @@ static class Program
         if (o.DropAfter >= 0 || o.CloseBeforeRead || o.DropDataAfter >= 0)
             inner = fault = new FaultStream(inner, sock, o.DropAfter,
                                             o.CloseBeforeRead);
-        var ns = new NegotiateStream(inner, false);
         bool timedOut = false;
+        ChannelBinding cb = null;
+        NegotiateStream ns = null;
         // The watchdog: closing the socket ends every pending call.
         using var dog = new Timer(_ => {
             timedOut = true;
@@ -721,8 +819,24 @@ static class Program
         }, null, o.Timeout * 1000, Timeout.Infinite);
         var sw = Stopwatch.StartNew();
         try {
+            if (o.TlsCert != null || o.TlsTrust != null) {
+                var ssl = Tls(inner, o, server);
+                inner = ssl;
+                r.Put("tls", ssl.SslProtocol);
+                // .NET 10 on Linux: a server's GetChannelBinding(Endpoint)
+                // throws (it looks for a peer certificate); see FINDINGS
+                if (!server || o.EpBinding == "endpoint")
+                    cb = ssl.TransportContext.GetChannelBinding(
+                        ChannelBindingKind.Endpoint);
+                else if (o.EpBinding == "cert")
+                    cb = new CertBinding(ssl.LocalCertificate
+                                            .GetRawCertData());
+                if (cb != null)
+                    r.Put("cb", BindingHex(cb));
+            }
+            ns = new NegotiateStream(inner, false);
             try {
-                Authenticate(ns, o, server);
+                Authenticate(ns, o, server, cb);
             } finally {
                 r.Put("authenticated", ns.IsAuthenticated);
             }
@@ -740,15 +854,58 @@ static class Program
         } finally {
             r.Put("elapsed", sw.Elapsed.TotalSeconds.ToString("F3"));
             try {
-                ns.Dispose();
+                if (ns != null)
+                    ns.Dispose();
+                else
+                    inner.Dispose();
             } catch (Exception e) {
                 r.Put("dispose_error", e.GetType().Name);
             }
+            cb?.Dispose();
             sock.Dispose();
         }
         if (timedOut)
             r.Fail("timed out after " + o.Timeout + " s");
         return r;
+    }
+
+    // The TLS layer below the NegotiateStream: the server shows the PEM
+    // certificate of --tls, the client accepts only that of --tls-trust.
+    static SslStream Tls(Stream inner, CaseOptions o, bool server)
+    {
+        if (server) {
+            var cert = X509Certificate2.CreateFromPemFile(o.TlsCert,
+                                                          o.TlsKey);
+            var ssl = new SslStream(inner, false);
+            ssl.AuthenticateAsServer(new SslServerAuthenticationOptions {
+                ServerCertificate = cert,
+            });
+            return ssl;
+        } else {
+            byte[] trusted = X509Certificate2.CreateFromPem(
+                File.ReadAllText(o.TlsTrust)).RawData;
+            var ssl = new SslStream(inner, false,
+                (sender, c, chain, errors) => c != null &&
+                    c.GetRawCertData().AsSpan().SequenceEqual(trusted));
+            ssl.AuthenticateAsClient(new SslClientAuthenticationOptions {
+                TargetHost = "localhost",
+            });
+            return ssl;
+        }
+    }
+
+    // The application data of a ChannelBinding (after the 32-byte
+    // SEC_CHANNEL_BINDINGS header, whose last two fields are its length
+    // and offset), in hex.
+    static string BindingHex(ChannelBinding cb)
+    {
+        if (cb == null || cb.IsInvalid)
+            return "-";
+        var raw = new byte[cb.Size];
+        Marshal.Copy(cb.DangerousGetHandle(), raw, 0, cb.Size);
+        int len = BitConverter.ToInt32(raw, 24);
+        int off = BitConverter.ToInt32(raw, 28);
+        return Convert.ToHexString(raw, off, len).ToLowerInvariant();
     }
 
     // Writes (main thread) and reads (own thread) at once, both hashed.
