@@ -20,7 +20,8 @@
  * close when no step runs (in negstream_close itself if none does),
  * serialised calls, no call after close, ctx freed by close, a transport
  * without shutdown leaving the connection usable (leave_inner_open),
- * bad return values, deadlines.
+ * bad return values, deadlines; and a man in the middle who terminates TLS
+ * (tlsutil.c's relay): accepted under NEVER, refused under the TLS policy.
  */
 #include "config.h"
 
@@ -180,9 +181,11 @@ static void pair_free(tpair *p)
  * bindings are still sent and compared by GSSAPI, under WHEN_SUPPORTED. */
 #if HAVE_DECL_GSS_C_CHANNEL_BOUND_FLAG
 #define TLS_POLICY NEGSTREAM_EXTENDED_PROTECTION_ALWAYS
+#define TLS_POLICY_NAME "ALWAYS"
 #define TLS_BOUND  true
 #else
 #define TLS_POLICY NEGSTREAM_EXTENDED_PROTECTION_WHEN_SUPPORTED
+#define TLS_POLICY_NAME "WHEN_SUPPORTED"
 #define TLS_BOUND  false
 #endif
 
@@ -597,6 +600,101 @@ START_TEST(test_transport_error_in_handshake)
 END_TEST
 
 /*
+ * A man in the middle who terminates TLS with a certificate of his own
+ * (tlsutil.c's relay) and passes every byte on unchanged: the client
+ * binds to the relay's certificate, the server to its own.  _i 0: policy
+ * NEVER, the relayed authentication succeeds and data flows through the
+ * relay (the attack Extended Protection exists for); _i 1: the TLS policy
+ * (ALWAYS; WHEN_SUPPORTED with Heimdal) refuses it on the server, and the
+ * client is told.
+ */
+START_TEST(test_tls_relay)
+{
+#if HAVE_OPENSSL
+    X509 *scert, *rcert;
+    EVP_PKEY *skey, *rkey;
+    SSL *cs, *ss;
+    tt_relay *relay;
+    unsigned char ccb[NEGSTREAM_CHANNEL_BINDING_MAX];
+    unsigned char scb[NEGSTREAM_CHANNEL_BINDING_MAX];
+    size_t ccb_len = sizeof(ccb), scb_len = sizeof(scb);
+    negstream_io cio, sio;
+    void *cctx, *sctx;
+    negstream *c, *s;
+    negstream_client_options co;
+    negstream_server_options so;
+    negstream_async *sar;
+    negstream_error ce, se, e;
+    tu_auth a;
+    int cfd, sfd, crc, src;
+
+    tt_make_cert("localhost", &scert, &skey);
+    tt_make_cert("localhost", &rcert, &rkey);
+    relay = tt_relay_start(rcert, rkey, scert, skey, &cs, &cfd, &ss, &sfd);
+    ck_assert_int_eq(negstream_channel_binding_from_ssl(cs, ccb, &ccb_len,
+                                                        &e), 0);
+    ck_assert_int_eq(negstream_channel_binding_from_ssl(ss, scb, &scb_len,
+                                                        &e), 0);
+    ck_assert(ccb_len != scb_len || memcmp(ccb, scb, ccb_len) != 0);
+    cctx = tio_tls_new(cs, cfd, &cio);
+    sctx = tio_tls_new(ss, sfd, &sio);
+    c = negstream_new_io(&cio, cctx, &e);
+    ck_assert_msg(c != NULL, "negstream_new_io: %s", e.message);
+    s = negstream_new_io(&sio, sctx, &e);
+    ck_assert_msg(s != NULL, "negstream_new_io: %s", e.message);
+
+    tu_auth_init(&a, NEGSTREAM_PROTECTION_ENCRYPT_AND_SIGN);
+    tu_client_options(&a, &co);
+    co.channel_binding = ccb;
+    co.channel_binding_len = ccb_len;
+    negstream_server_options_init(&so);
+    so.protection = a.server_level;
+    so.extended_protection = _i == 0 ? NEGSTREAM_EXTENDED_PROTECTION_NEVER
+                                     : TLS_POLICY;
+    so.channel_binding = scb;
+    so.channel_binding_len = scb_len;
+    sar = negstream_begin_authenticate_as_server(s, &so, NULL, NULL, &se);
+    ck_assert_msg(sar != NULL, "begin server: %s", se.message);
+    crc = negstream_authenticate_as_client(c, &co, &ce);
+    src = negstream_end_authenticate_as_server(s, sar, &se);
+    if (_i == 0) {
+        ck_assert_msg(crc == 0 && src == 0, "relayed, NEVER: client %s; "
+                      "server %s", ce.message, se.message);
+        ck_assert(!negstream_is_channel_bound(s));
+        tu_transfer(c, s, 100000, 9);
+        tu_transfer(s, c, 100000, 10);
+    } else {
+        ck_assert_msg(crc == -1 && src == -1, "relayed, %s: authenticated",
+                      TLS_POLICY_NAME);
+        ck_assert_msg(se.code == NEGSTREAM_E_AUTHENTICATION, "server: %s "
+                      "[%s]", negstream_status_name(se.code), se.message);
+        ck_assert_msg(ce.code == NEGSTREAM_E_AUTHENTICATION, "client: %s "
+                      "[%s]", negstream_status_name(ce.code), ce.message);
+#if HAVE_DECL_GSS_C_CHANNEL_BOUND_FLAG
+        ck_assert_msg(strstr(se.message, "do not match") != NULL &&
+                      se.gss_major != 0, "server: %s", se.message);
+        ck_assert_msg(strstr(ce.message, "error 1790") != NULL,
+                      "client: %s", ce.message);
+#endif
+        ck_assert(!negstream_is_authenticated(s));
+    }
+    negstream_close(c);
+    negstream_close(s);
+    ck_assert(tio_wait_closed(cctx, 10000) && tio_wait_closed(sctx, 10000));
+    tio_free(cctx);
+    tio_free(sctx);
+    tt_relay_stop(relay);
+    X509_free(scert);
+    X509_free(rcert);
+    EVP_PKEY_free(skey);
+    EVP_PKEY_free(rkey);
+#else
+    printf("SKIP: test_tls_relay (%d): built without OpenSSL\n", _i);
+#endif
+}
+END_TEST
+
+/*
  * A transport that breaks the contract: a read returning more than asked,
  * or a value that is neither a count nor one of the documented ones; a
  * write returning 0, more than asked, or an unknown value.
@@ -922,6 +1020,7 @@ static Suite *io_suite(void)
     tcase_add_loop_test(t, test_close_blocked_sync_read, 0, T_COUNT);
     tcase_add_loop_test(t, test_transport_errors, 0, T_COUNT);
     tcase_add_loop_test(t, test_transport_error_in_handshake, 0, T_COUNT);
+    tcase_add_loop_test(t, test_tls_relay, 0, 2);
     suite_add_tcase(su, t);
     tcase_set_timeout(r, 120);
     tcase_add_loop_test(r, test_bad_return_values, 0, 6);
