@@ -150,7 +150,10 @@ static int serve_one(struct server *sv, bool expect_bound)
 
     fd = accept(sv->lfd, NULL, NULL);
     if (fd < 0) {
-        perror("tls: server: accept");
+        if (errno == EINVAL)        /* main shut the listener down */
+            fprintf(stderr, "tls: server: stopped: a client failed\n");
+        else
+            perror("tls: server: accept");
         return 1;
     }
     ssl = SSL_new(sv->tls);
