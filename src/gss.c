@@ -1243,11 +1243,11 @@ int negstream__gss_step(negstream__gss *g, const void *in, size_t in_len,
 #ifdef NEGSTREAM_HEIMDAL
     if (!heimdal_reply_safe(g, in, in_len)) {
         negstream__err_set(err, NEGSTREAM_E_AUTHENTICATION,
-                           "processing the server's token: it %s not a "
+                           "processing the server's token: %s not a "
                            "Kerberos reply (a GSS-framed AP-REP or "
                            "KRB-ERROR, %zu bytes)",
-                           g->mech == NEGSTREAM__MECH_KERBEROS ? "is" :
-                           "carries", in_len);
+                           g->mech == NEGSTREAM__MECH_KERBEROS ? "it is" :
+                           "its responseToken is", in_len);
         return -1;
     }
 #endif

@@ -496,6 +496,15 @@ void negstream__op_release_tr(negstream *s)
     NEGSTREAM__TRACE("stream %p: transport closed", (void *)s);
 }
 
+void negstream__op_unlock_tr(negstream *s)
+{
+    bool release = negstream__op_maybe_close_tr_locked(s);
+
+    pthread_mutex_unlock(&s->mu);
+    if (release)
+        negstream__op_release_tr(s);
+}
+
 /*
  * The outcome of an operation that ended while the stream was closed
  * under it: a failure becomes DISPOSED, and so does a read's end of
@@ -676,10 +685,7 @@ static void op_job(negstream__job *job)
     pthread_mutex_lock(&s->mu);
     s->io_busy--;
     if (rc == STEP_DONE || rc == STEP_FAIL) {
-        release = negstream__op_maybe_close_tr_locked(s);
-        pthread_mutex_unlock(&s->mu);
-        if (release)
-            negstream__op_release_tr(s);
+        negstream__op_unlock_tr(s);
         if (rc == STEP_DONE)
             negstream__err_ok(&e);
         op_finish(o, rc == STEP_DONE ? o->result : -1, &e);
@@ -792,7 +798,6 @@ ssize_t negstream__op_run_sync(negstream__op *o, negstream_error *err)
     negstream *s = o->s;
     negstream_error e;
     ssize_t result = -1;
-    bool release;
     int rc;
 
     pthread_mutex_lock(&s->mu);
@@ -860,10 +865,7 @@ ssize_t negstream__op_run_sync(negstream__op *o, negstream_error *err)
     pthread_mutex_lock(&s->mu);
     s->io_busy--;
     result = end_locked(o, result, &e);
-    release = negstream__op_maybe_close_tr_locked(s);
-    pthread_mutex_unlock(&s->mu);
-    if (release)
-        negstream__op_release_tr(s);
+    negstream__op_unlock_tr(s);
     negstream__err_copy(err, &e);
     negstream__stream_unref(s);     /* the call's; s may be freed here */
     return result;

@@ -122,4 +122,8 @@ void negstream__op_free_auth(negstream__op *o);
 bool negstream__op_maybe_close_tr_locked(negstream *s);
 void negstream__op_release_tr(negstream *s);
 
+/* Unlocks s->mu, closing the transport if nobody uses it: the two above,
+ * for a caller that has nothing else to do under the lock. */
+void negstream__op_unlock_tr(negstream *s);
+
 #endif

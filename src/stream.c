@@ -62,16 +62,11 @@ void negstream__stream_mdrop(negstream *s)
  */
 void negstream__stream_unref(negstream *s)
 {
-    bool release;
-
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     NEGSTREAM__TRACE("stream %p released", (void *)s);
     pthread_mutex_lock(&s->mu);
-    release = negstream__op_maybe_close_tr_locked(s);
-    pthread_mutex_unlock(&s->mu);
-    if (release)
-        negstream__op_release_tr(s);
+    negstream__op_unlock_tr(s);
     negstream__gss_free(&s->gss);
     negstream__wipe(s->rbuf, s->rcap);
     free(s->rbuf);
@@ -965,15 +960,14 @@ void negstream_close(negstream *s)
         negstream__op_settle_taken(taken[i], NEGSTREAM_E_DISPOSED,
                                    "did not finish: the stream was closed");
     }
-    if (shut) {
+    if (shut) {                 /* then release was false: io_busy */
         s->tr.ops->shutdown(&s->tr);
         pthread_mutex_lock(&s->mu);
         s->io_busy--;
-        release = negstream__op_maybe_close_tr_locked(s);
-        pthread_mutex_unlock(&s->mu);
-    }
-    if (release)
+        negstream__op_unlock_tr(s);
+    } else if (release) {
         negstream__op_release_tr(s);
+    }
     NEGSTREAM__TRACE("stream %p closed (%zu operations settled)", (void *)s,
                      n);
     negstream__stream_unref(s);
